@@ -1,0 +1,161 @@
+//! Dispatcher threads: each takes a scheduled subscription off the run queue, delivers a batch
+//! of its messages in order, and puts it back if more are waiting. Also the thread-local record
+//! of which callback a thread is running, for re-entrant calls.
+
+use crate::bus::Shared;
+use crate::message::{Epoch, Message};
+use crate::status::UNSUBSCRIBE;
+use crate::subscription::{Delivery, Subscription};
+use crossbeam_channel::Receiver;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most messages of one subscription delivered before the next scheduled one gets a turn.
+const BATCH: usize = 256;
+
+/// What the run queue carries.
+pub enum Job {
+    /// Deliver some of this subscription's queue.
+    Run(Arc<Subscription>),
+    /// Exit the dispatcher thread (sent by close, once per thread).
+    Stop,
+}
+
+thread_local! {
+    /// On a dispatcher thread: its bus id and the subscription whose callback runs (0 between
+    /// callbacks). Zero elsewhere. A `Cell` of plain integers: host threads that read it get no
+    /// thread-local destructor, so the library can be unloaded.
+    static CURRENT: Cell<(u64, i64)> = const { Cell::new((0, 0)) };
+    /// On a dispatcher thread: the flush epoch of the message being delivered, inherited by what
+    /// its callback publishes. Only dispatcher threads ever touch it.
+    static PARENT: RefCell<Option<Arc<Epoch>>> = const { RefCell::new(None) };
+}
+
+/// Whether this thread is a dispatcher of bus `bus_id` (so it is inside one of its callbacks
+/// whenever it runs host code).
+pub fn in_callback_of(bus_id: u64) -> bool {
+    CURRENT.get().0 == bus_id
+}
+
+/// The subscription whose callback this thread is running for bus `bus_id`, if any.
+pub fn current_subscription(bus_id: u64) -> Option<i64> {
+    let (bus, sub) = CURRENT.get();
+    (bus == bus_id && sub != 0).then_some(sub)
+}
+
+/// The epoch of the message whose callback is running on this thread.
+pub fn parent_epoch() -> Option<Arc<Epoch>> {
+    PARENT.with(|p| p.borrow().clone())
+}
+
+/// A dispatcher thread's life.
+pub fn worker(shared: Arc<Shared>, jobs: Receiver<Job>) {
+    CURRENT.set((shared.id, 0));
+    let spin = Duration::from_micros(shared.options.dispatcher_spin_us as u64);
+    let mut batch = VecDeque::new();
+    loop {
+        let job = match jobs.try_recv() {
+            Ok(job) => job,
+            Err(_) => match spin_for(&jobs, spin).map_or_else(|| jobs.recv(), Ok) {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
+        match job {
+            Job::Run(sub) => run(&shared, &sub, &mut batch),
+            Job::Stop => break,
+        }
+    }
+    PARENT.with(|p| p.borrow_mut().take());
+    CURRENT.set((0, 0));
+}
+
+/// Polls the run queue for up to `spin` before the thread goes to sleep: waking a sleeping
+/// thread costs tens of microseconds, polling a few hundred nanoseconds.
+fn spin_for(jobs: &Receiver<Job>, spin: Duration) -> Option<Job> {
+    if spin.is_zero() {
+        return None;
+    }
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if let Ok(job) = jobs.try_recv() {
+                return Some(job);
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= spin {
+            return None;
+        }
+    }
+}
+
+/// Delivers up to `BATCH` messages of `sub`, then reschedules it if more are queued.
+fn run(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Message>>) {
+    {
+        let mut q = sub.queue();
+        if q.messages.len() <= BATCH {
+            std::mem::swap(&mut q.messages, batch);
+        } else {
+            batch.extend(q.messages.drain(..BATCH));
+        }
+        if batch.is_empty() {
+            q.scheduled = false;
+            return;
+        }
+    }
+    let (mut delivered, mut failed, mut dropped, mut discarded) = (0u64, 0u64, 0u64, 0u64);
+    {
+        let mut callback = sub.callback();
+        while let Some(message) = batch.pop_front() {
+            if shared.is_discarding() {
+                shared.tracker.lost(message.epoch.gen);
+                discarded += 1;
+                continue;
+            }
+            let f = match callback.as_mut() {
+                Some(f) if !sub.is_closed() => f,
+                _ => {
+                    *callback = None;
+                    dropped += 1;
+                    continue;
+                }
+            };
+            PARENT.with(|p| {
+                let mut p = p.borrow_mut();
+                if !p.as_ref().is_some_and(|e| Arc::ptr_eq(e, &message.epoch)) {
+                    *p = Some(message.epoch.clone());
+                }
+            });
+            CURRENT.set((shared.id, sub.id));
+            let delivery = Delivery {
+                message: &message,
+                subscription: sub.id,
+            };
+            let rc = catch_unwind(AssertUnwindSafe(|| f(&delivery))).unwrap_or(-1);
+            CURRENT.set((shared.id, 0));
+            drop(message);
+            delivered += 1;
+            if rc < 0 {
+                failed += 1;
+            } else if rc == UNSUBSCRIBE {
+                *callback = None;
+                shared.end_subscription(sub.id);
+            }
+        }
+        if sub.is_closed() {
+            *callback = None;
+        }
+    }
+    PARENT.with(|p| p.borrow_mut().take());
+    shared.count_batch(delivered, failed, dropped, discarded);
+    let mut q = sub.queue();
+    if q.messages.is_empty() {
+        q.scheduled = false;
+    } else {
+        shared.schedule(sub.clone());
+    }
+}

@@ -1,0 +1,322 @@
+//! The exported functions, one per C entry point. Each runs inside the panic boundary, turns
+//! its arguments into core values, calls the core and records the thread's last error.
+
+use super::error::{self, boundary};
+use super::types::*;
+use crate::bus::Bus;
+use crate::options::Options;
+use crate::status::{code_name, Error, Status};
+use crate::{clock, default_bus, dispatch};
+use std::ffi::{c_char, c_void, CString};
+
+/// The library's version, "MAJOR.MINOR.PATCH" (the same as the `JSONBUS_VERSION_*` macros).
+#[no_mangle]
+pub extern "C" fn jsonbus_version() -> *const c_char {
+    boundary(|| concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast())
+}
+
+/// The name of a status code, such as "JSONBUS_ERR_JSON"; "JSONBUS_UNKNOWN_STATUS" for a code
+/// that is not one. Never NULL; the string is static.
+#[no_mangle]
+pub extern "C" fn jsonbus_status_name(code: i32) -> *const c_char {
+    boundary(|| code_name(code).as_ptr())
+}
+
+/// What went wrong in this thread's last failing call, for people: for invalid JSON what and
+/// where (line and column), for invalid UTF-8 the byte offset, for a bad topic the token and
+/// why, for bad options the key and the allowed range. "" when the last call succeeded.
+/// Valid until this thread's next call into the library. Never NULL.
+#[no_mangle]
+pub extern "C" fn jsonbus_last_error() -> *const c_char {
+    boundary(error::last_text)
+}
+
+/// The status of this thread's last call that can fail: `JSONBUS_OK` if it succeeded, else its
+/// `JSONBUS_ERR_*` code.
+#[no_mangle]
+pub extern "C" fn jsonbus_last_status() -> i32 {
+    boundary(error::last_status)
+}
+
+/// Nanoseconds on the monotonic clock that stamps `jsonbus_message.published_ns`, counted from
+/// the library's first use in the process.
+#[no_mangle]
+pub extern "C" fn jsonbus_now_ns() -> u64 {
+    boundary(clock::now_ns)
+}
+
+/// Creates a bus and starts its dispatcher threads.
+///
+/// `options_json` is NULL, "" or "{}" for the defaults, or a JSON object with any of these
+/// keys (integers):
+/// - `dispatcher_threads` (default 1, 0-256): threads that run callbacks; 0 = one per CPU.
+/// - `queue_capacity` (65536, 1-16777216): messages accepted and not yet delivered to every
+///   subscription they were routed to; publish blocks, waits or fails beyond it.
+/// - `publish_timeout_ms` (-1, -1-2147483647): when full, -1 blocks until there is room, 0
+///   fails at once with `JSONBUS_ERR_FULL`, n > 0 waits up to n ms.
+/// - `max_message_bytes` (16777216, 1-1073741824): largest payload accepted.
+/// - `max_depth` (128, 1-65535): deepest nesting of arrays and objects accepted.
+/// - `dispatcher_spin_us` (50, 0-1000000): how long an idle dispatcher thread keeps polling
+///   for work before it sleeps. Polling answers in well under a microsecond, waking a sleeping
+///   thread takes tens; each microsecond of spin may cost that much CPU per idle period.
+///
+/// Returns NULL on failure (`JSONBUS_ERR_OPTIONS`, `JSONBUS_ERR_UTF8`, or
+/// `JSONBUS_ERR_INTERNAL` if a thread could not start), with the reason in
+/// `jsonbus_last_error()`. Free the bus with `jsonbus_free`.
+#[no_mangle]
+pub extern "C" fn jsonbus_new(options_json: *const c_char) -> *mut jsonbus {
+    boundary(|| {
+        let created = (|| {
+            let text = if options_json.is_null() {
+                None
+            } else {
+                Some(text(options_json, "options_json")?)
+            };
+            Bus::new(Options::parse(text)?)
+        })();
+        match created {
+            Ok(bus) => {
+                error::clear();
+                new_handle(bus)
+            }
+            Err(e) => {
+                error::set(&e);
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// Closes a bus: stops accepting publishes at once, keeps delivering what is queued for up to
+/// `timeout_ms` (negative: no limit; 0: not at all), then discards the rest (counted in the
+/// stats' `dropped`); a callback already running is always waited for. Returns
+/// `JSONBUS_ERR_TIMEOUT` if it discarded anything, else `JSONBUS_OK`.
+///
+/// Afterwards no callback runs and the bus has no threads; publish and subscribe return
+/// `JSONBUS_ERR_CLOSED`, unsubscribe `JSONBUS_ERR_NOT_FOUND`, flush and a second close
+/// `JSONBUS_OK`, and `jsonbus_stats` still works. Every `user_data` may be freed.
+/// From a callback of the same bus: `JSONBUS_ERR_DEADLOCK`.
+/// `jsonbus_close(jsonbus_default(), t)` is `jsonbus_shutdown(t)`.
+#[no_mangle]
+pub extern "C" fn jsonbus_close(bus: *mut jsonbus, timeout_ms: i32) -> i32 {
+    boundary(|| {
+        error::status(handle(bus).and_then(|h| match h {
+            Handle::Own(b) => b.close(timeout(timeout_ms)),
+            Handle::Default => default_bus::shutdown(timeout(timeout_ms)),
+        }))
+    })
+}
+
+/// Closes the bus if it is open (without a time limit) and frees it. NULL does nothing.
+/// Like `free`, it must not race with other calls on the same bus, and the handle must not be
+/// used afterwards. From a callback of the same bus it does nothing and sets the last status to
+/// `JSONBUS_ERR_DEADLOCK`. `jsonbus_free(jsonbus_default())` is `jsonbus_shutdown(-1)`.
+#[no_mangle]
+pub extern "C" fn jsonbus_free(bus: *mut jsonbus) {
+    boundary(|| {
+        let result = match handle(bus) {
+            Err(_) => Ok(()),
+            Ok(Handle::Default) => default_bus::shutdown(None),
+            Ok(Handle::Own(b)) if dispatch::in_callback_of(b.id()) => Err(Error::new(
+                Status::Deadlock,
+                "jsonbus_free was called from a callback of the same bus; the bus was not freed",
+            )),
+            Ok(Handle::Own(b)) => {
+                // A close without a time limit discards nothing, so it cannot fail.
+                let _ = b.close(None);
+                // SAFETY: `bus` came from `jsonbus_new` (it is not the default handle) and the
+                // caller does not use it again.
+                unsafe { free_handle(bus) };
+                Ok(())
+            }
+        };
+        error::status(result);
+    })
+}
+
+/// Subscribes `cb` to the topics `pattern` matches, with `user_data` passed to every call.
+/// Patterns are topics whose tokens may also be `*` (exactly one token) or, as the last token,
+/// `>` (one or more tokens): `orders.*.new`, `orders.>`, `>`.
+///
+/// Returns the subscription id (> 0; unique in the process and never reused) or a negative
+/// `JSONBUS_ERR_*`: NULL, TOPIC, UTF8, CLOSED. The callback gets every matching message
+/// published after this returns; see `jsonbus_callback` for the rules it runs under.
+#[no_mangle]
+pub extern "C" fn jsonbus_subscribe(
+    bus: *mut jsonbus,
+    pattern: *const c_char,
+    cb: jsonbus_callback,
+    user_data: *mut c_void,
+) -> i64 {
+    boundary(|| {
+        error::id((|| {
+            let bus = open(bus)?;
+            let pattern = topic_text(pattern, "pattern")?;
+            bus.subscribe(pattern, callback(cb, user_data)?)
+        })())
+    })
+}
+
+/// Ends a subscription; messages still queued for it are discarded (counted as `dropped`).
+/// When it returns `JSONBUS_OK`, the callback is not running and never runs again, so its
+/// `user_data` may be freed - except when called from a callback of the same bus for another
+/// subscription: it then does not wait, and an invocation already running may still be
+/// finishing (it is never started again). Unknown, ended, or on a closed bus:
+/// `JSONBUS_ERR_NOT_FOUND`.
+#[no_mangle]
+pub extern "C" fn jsonbus_unsubscribe(bus: *mut jsonbus, subscription: i64) -> i32 {
+    boundary(|| {
+        error::status(current(bus).and_then(|b| match b {
+            Some(b) => b.unsubscribe(subscription),
+            None => Err(Error::new(Status::NotFound, format!("no subscription {subscription} on the default bus"))),
+        }))
+    })
+}
+
+/// Publishes `json_len` bytes of JSON on `topic` (no `*` or `>` tokens).
+///
+/// Before it returns it checks the topic, the size, UTF-8 and that the payload is exactly one
+/// JSON value nested at most `max_depth` deep, then copies it: the buffer may be reused at
+/// once. An accepted message takes the next `seq` and is delivered to every subscription that
+/// matches it. When the bus is full it blocks, waits or fails as `publish_timeout_ms` says
+/// (from a callback into its own bus: fails at once).
+///
+/// Returns `JSONBUS_OK` or NULL, TOPIC, TOO_LARGE, UTF8, JSON, FULL, CLOSED (each counted in
+/// the stats' `rejected`).
+#[no_mangle]
+pub extern "C" fn jsonbus_publish(
+    bus: *mut jsonbus,
+    topic: *const c_char,
+    json: *const c_char,
+    json_len: usize,
+) -> i32 {
+    boundary(|| error::status(publish(bus, topic, json, Some(json_len))))
+}
+
+/// Shared by `jsonbus_publish` and `push_json` (`len` None: NUL-terminated).
+fn publish(bus: *const jsonbus, topic: *const c_char, json: *const c_char, len: Option<usize>) -> Result<(), Error> {
+    let bus = open(bus)?;
+    let refuse = |e: Error| Err(bus.refuse(e));
+    let topic = match topic_text(topic, "topic") {
+        Ok(t) => t,
+        Err(e) => return refuse(e),
+    };
+    if json.is_null() {
+        return Err(Error::new(Status::Null, "json is NULL"));
+    }
+    let max = bus.options().max_message_bytes;
+    let bytes = match len {
+        Some(len) if len > max => {
+            return refuse(Error::new(
+                Status::TooLarge,
+                format!("payload is {len} bytes; max_message_bytes is {max}"),
+            ))
+        }
+        // SAFETY: the caller passes `len` readable bytes at `json`; `len` is at most
+        // `max_message_bytes` (1 GiB), so the slice is in range.
+        Some(len) => unsafe { std::slice::from_raw_parts(json.cast::<u8>(), len) },
+        // SAFETY: the caller passes a NUL-terminated string that stays valid during the call.
+        None => unsafe { std::ffi::CStr::from_ptr(json) }.to_bytes(),
+    };
+    bus.publish(topic, bytes).map(|_| ())
+}
+
+/// Waits until every message whose publish returned before this call - and everything their
+/// callbacks publish into this bus, transitively - has been delivered to all its subscriptions
+/// and their callbacks have returned (Go's `WaitGroup.Wait`). Messages other threads publish
+/// meanwhile do not hold it up. `timeout_ms`: negative waits without limit, 0 does not wait.
+///
+/// Returns `JSONBUS_OK`, `JSONBUS_ERR_TIMEOUT`, `JSONBUS_ERR_CLOSED` (the bus was closed
+/// meanwhile and a message it waited for was discarded), or `JSONBUS_ERR_DEADLOCK` from a
+/// callback of the same bus. On a closed bus: `JSONBUS_OK`.
+#[no_mangle]
+pub extern "C" fn jsonbus_flush(bus: *mut jsonbus, timeout_ms: i32) -> i32 {
+    boundary(|| {
+        error::status(current(bus).and_then(|b| b.map_or(Ok(()), |b| b.flush(timeout(timeout_ms)))))
+    })
+}
+
+/// The bus's counters as a JSON object (free it with `jsonbus_string_free`), or NULL with the
+/// last error set. Keys, all integers unless said:
+/// - `published`: messages accepted; `last_seq`: the `seq` of the last one;
+/// - `delivered`: callback invocations;
+/// - `unrouted`: accepted messages that matched no subscription;
+/// - `dropped`: deliveries discarded - by a close that ran out of time, or queued for a
+///   subscription when it ended (`delivered` and `dropped` count message x subscription);
+/// - `queued`: messages held now (counted against `queue_capacity`);
+/// - `subscriptions`: live subscriptions;
+/// - `callback_failures`: callbacks that returned a negative value;
+/// - `dispatcher_threads`: dispatcher threads the bus runs (0 in the options resolved to the
+///   CPU count);
+/// - `closed`: boolean, whether a close has started;
+/// - `rejected`: an object counting refused publishes by reason: `json`, `utf8`, `topic`,
+///   `too_large`, `full`, `closed`.
+#[no_mangle]
+pub extern "C" fn jsonbus_stats(bus: *mut jsonbus) -> *mut c_char {
+    boundary(|| {
+        let stats = match handle(bus) {
+            Ok(Handle::Own(b)) => Ok(b.stats()),
+            Ok(Handle::Default) => default_bus::stats(),
+            Err(e) => Err(e),
+        };
+        match stats {
+            Ok(s) => {
+                error::clear();
+                // JSON text holds no NUL byte.
+                CString::new(s.to_json()).map_or(std::ptr::null_mut(), CString::into_raw)
+            }
+            Err(e) => {
+                error::set(&e);
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// Frees a string returned by `jsonbus_stats`. NULL does nothing.
+#[no_mangle]
+pub extern "C" fn jsonbus_string_free(s: *mut c_char) {
+    boundary(|| {
+        if !s.is_null() {
+            // SAFETY: `s` came from `CString::into_raw` in `jsonbus_stats` and is freed once.
+            drop(unsafe { CString::from_raw(s) });
+        }
+    })
+}
+
+/// The process-wide default bus that the quick API uses: always the same pointer, valid for
+/// as long as the library is loaded. It opens (with the default options, or those in the
+/// environment variable `JSONBUS_DEFAULT_OPTIONS`) on the first call that needs it.
+#[no_mangle]
+pub extern "C" fn jsonbus_default() -> *mut jsonbus {
+    boundary(|| std::ptr::addr_of!(DEFAULT_HANDLE).cast_mut())
+}
+
+/// Closes the default bus as `jsonbus_close` does; the next call through `jsonbus_default()`
+/// or the quick API opens a fresh one. A call racing with the shutdown completes on the old
+/// bus, fails with `JSONBUS_ERR_CLOSED`, or lands on the new one. Once every bus is closed or
+/// freed and this has returned, the library can be unloaded (`dlclose`). From a callback of
+/// the default bus: `JSONBUS_ERR_DEADLOCK`.
+#[no_mangle]
+pub extern "C" fn jsonbus_shutdown(timeout_ms: i32) -> i32 {
+    boundary(|| error::status(default_bus::shutdown(timeout(timeout_ms))))
+}
+
+/// Quick API: `a + b`, wrapping on overflow (never undefined behaviour).
+#[no_mangle]
+pub extern "C" fn add(a: i32, b: i32) -> i32 {
+    boundary(|| a.wrapping_add(b))
+}
+
+/// Quick API: `jsonbus_subscribe(jsonbus_default(), ">", cb, user_data)` - every message on
+/// the default bus.
+#[no_mangle]
+pub extern "C" fn register_callback(cb: jsonbus_callback, user_data: *mut c_void) -> i64 {
+    jsonbus_subscribe(jsonbus_default(), c">".as_ptr(), cb, user_data)
+}
+
+/// Quick API: `jsonbus_publish(jsonbus_default(), "default", json, strlen(json))`.
+#[no_mangle]
+pub extern "C" fn push_json(json: *const c_char) -> i32 {
+    boundary(|| error::status(publish(&DEFAULT_HANDLE, c"default".as_ptr(), json, None)))
+}

@@ -1,0 +1,21 @@
+//! jsonbus: an in-process JSON message bus for C and C++ programs - ordered, bounded,
+//! validated, unloadable. The safe core is in the modules below; `ffi` is the C API.
+
+pub mod bus;
+pub mod clock;
+pub mod default_bus;
+pub mod dispatch;
+pub mod ffi;
+pub mod message;
+pub mod options;
+pub mod router;
+pub mod status;
+pub mod subscription;
+pub mod topic;
+pub mod validate;
+
+pub use bus::{Bus, Stats};
+pub use message::Message;
+pub use options::Options;
+pub use status::{Error, Status, OK, UNSUBSCRIBE};
+pub use subscription::{Callback, Delivery};

@@ -1,0 +1,198 @@
+//! Bus options: parsed from the JSON object given to `jsonbus_new`, with key-and-range errors.
+
+use crate::status::{Error, Status};
+use serde_json::{Map, Value};
+
+/// How a bus is configured. `Options::default()` is what `NULL` or `"{}"` gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Threads that run callbacks; 0 = one per CPU.
+    pub dispatcher_threads: usize,
+    /// Messages held at most (accepted and not yet delivered to every subscription).
+    pub queue_capacity: usize,
+    /// When full: -1 blocks until room, 0 fails at once, n > 0 waits up to n ms.
+    pub publish_timeout_ms: i32,
+    /// Largest payload accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Deepest nesting of arrays and objects accepted.
+    pub max_depth: usize,
+    /// How long an idle dispatcher spins, checking for work, before it sleeps (us).
+    pub dispatcher_spin_us: u32,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            dispatcher_threads: 1,
+            queue_capacity: 65536,
+            publish_timeout_ms: -1,
+            max_message_bytes: 16 * 1024 * 1024,
+            max_depth: 128,
+            dispatcher_spin_us: 50,
+        }
+    }
+}
+
+/// One option: its key, its allowed range, and where it goes.
+struct Key {
+    name: &'static str,
+    min: i64,
+    max: i64,
+    set: fn(&mut Options, i64),
+}
+
+const KEYS: [Key; 6] = [
+    Key {
+        name: "dispatcher_threads",
+        min: 0,
+        max: 256,
+        set: |o, v| o.dispatcher_threads = v as usize,
+    },
+    Key {
+        name: "queue_capacity",
+        min: 1,
+        max: 16_777_216,
+        set: |o, v| o.queue_capacity = v as usize,
+    },
+    Key {
+        name: "publish_timeout_ms",
+        min: -1,
+        max: i32::MAX as i64,
+        set: |o, v| o.publish_timeout_ms = v as i32,
+    },
+    Key {
+        name: "max_message_bytes",
+        min: 1,
+        max: 1_073_741_824,
+        set: |o, v| o.max_message_bytes = v as usize,
+    },
+    Key {
+        name: "max_depth",
+        min: 1,
+        max: 65535,
+        set: |o, v| o.max_depth = v as usize,
+    },
+    Key {
+        name: "dispatcher_spin_us",
+        min: 0,
+        max: 1_000_000,
+        set: |o, v| o.dispatcher_spin_us = v as u32,
+    },
+];
+
+impl Options {
+    /// Parses an options object. `None`, `""` and `"{}"` give the defaults.
+    pub fn parse(text: Option<&str>) -> Result<Options, Error> {
+        let mut options = Options::default();
+        let text = match text {
+            Some(t) if !t.trim().is_empty() => t,
+            _ => return Ok(options),
+        };
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Error::new(Status::Options, format!("options are not valid JSON: {e}")))?;
+        let object: Map<String, Value> = match value {
+            Value::Object(o) => o,
+            other => {
+                return Err(Error::new(
+                    Status::Options,
+                    format!("options must be a JSON object, not {}", kind_of(&other)),
+                ))
+            }
+        };
+        for (name, value) in &object {
+            let key = KEYS.iter().find(|k| k.name == name).ok_or_else(|| {
+                let known: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+                Error::new(
+                    Status::Options,
+                    format!("unknown option \"{name}\"; known options: {}", known.join(", ")),
+                )
+            })?;
+            let range = format!("an integer from {} to {}", key.min, key.max);
+            let n = value.as_i64().ok_or_else(|| {
+                Error::new(
+                    Status::Options,
+                    format!("option \"{name}\" must be {range}, not {}", kind_of(value)),
+                )
+            })?;
+            if n < key.min || n > key.max {
+                return Err(Error::new(
+                    Status::Options,
+                    format!("option \"{name}\" is {n}, out of range: it must be {range}"),
+                ));
+            }
+            (key.set)(&mut options, n);
+        }
+        Ok(options)
+    }
+
+    /// The number of dispatcher threads to start (resolves 0 to the CPU count).
+    pub fn resolved_threads(&self) -> usize {
+        match self.dispatcher_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+fn kind_of(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(_) => "a boolean".into(),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(_) => "a string".into(),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        let e = Options::parse(Some(text)).unwrap_err();
+        assert_eq!(e.status, Status::Options, "{text}");
+        e.message
+    }
+
+    #[test]
+    fn defaults() {
+        assert_eq!(Options::parse(None).unwrap(), Options::default());
+        assert_eq!(Options::parse(Some("{}")).unwrap(), Options::default());
+        assert_eq!(Options::parse(Some(" ")).unwrap(), Options::default());
+        assert!(Options::default().resolved_threads() >= 1);
+    }
+
+    #[test]
+    fn every_key_is_set_and_range_checked() {
+        let o = Options::parse(Some(
+            r#"{"dispatcher_threads":0,"queue_capacity":1,"publish_timeout_ms":-1,
+                "max_message_bytes":1073741824,"max_depth":65535,"dispatcher_spin_us":0}"#,
+        ))
+        .unwrap();
+        assert_eq!(o.dispatcher_threads, 0);
+        assert_eq!(o.queue_capacity, 1);
+        assert_eq!(o.max_message_bytes, 1 << 30);
+        assert_eq!(o.max_depth, 65535);
+        assert_eq!(o.dispatcher_spin_us, 0);
+        assert!(o.resolved_threads() >= 1);
+        for k in KEYS {
+            let low = err(&format!("{{\"{}\":{}}}", k.name, k.min - 1));
+            assert!(low.contains(k.name) && low.contains(&k.max.to_string()), "{low}");
+            let high = err(&format!("{{\"{}\":{}}}", k.name, k.max + 1));
+            assert!(high.contains("out of range"), "{high}");
+            let wrong = err(&format!("{{\"{}\":\"4\"}}", k.name));
+            assert!(wrong.contains("a string"), "{wrong}");
+        }
+    }
+
+    #[test]
+    fn bad_documents() {
+        assert!(err(r#"{"queue_capacty":5}"#).contains("unknown option \"queue_capacty\""));
+        assert!(err("[1]").contains("must be a JSON object"));
+        assert!(err("{").contains("not valid JSON"));
+        assert!(err(r#"{"max_depth":2.5}"#).contains("2.5"));
+        assert!(err(r#"{"max_depth":1e3}"#).contains("integer"));
+        assert!(err(r#"{"max_depth":99999999999999999999}"#).contains("integer"));
+    }
+}
