@@ -10,7 +10,7 @@ use crate::subscription::{Callback, Subscription};
 use crate::topic::{self, Kind};
 use crate::{clock, validate};
 use crossbeam_channel::{Receiver, Sender};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -62,6 +62,17 @@ struct Counts {
     discarded_by_close: AtomicU64,
     callback_failures: AtomicU64,
     rejected: [AtomicU64; REJECT_REASONS.len()],
+}
+
+/// What became of one delivery of a message to a subscription.
+pub(crate) enum Outcome {
+    Delivered,
+    /// Delivered; the callback returned a negative value.
+    Failed,
+    /// Queued for a subscription that ended.
+    Dropped,
+    /// Discarded by a close that ran out of time.
+    Discarded,
 }
 
 /// Rejection reasons as the stats name them.
@@ -262,8 +273,8 @@ impl Bus {
                 let queued = std::mem::take(&mut sub.queue().messages);
                 for m in &queued {
                     s.tracker.lost(m.epoch.gen);
+                    s.count(Outcome::Discarded);
                 }
-                s.count_batch(0, 0, 0, queued.len() as u64);
             }
         }
         s.stop_workers();
@@ -273,7 +284,7 @@ impl Bus {
             core.subscriptions.drain().map(|(_, sub)| sub).collect()
         };
         for sub in subs {
-            s.counts.dropped.fetch_add(sub.close() as u64, Relaxed);
+            s.drop_queue(sub.close());
             *sub.callback() = None;
         }
         *finished = true;
@@ -373,18 +384,25 @@ impl Shared {
         let _ = self.jobs.send(Job::Run(sub));
     }
 
-    pub(crate) fn count_batch(&self, delivered: u64, failed: u64, dropped: u64, discarded: u64) {
+    pub(crate) fn count(&self, outcome: Outcome) {
         let c = &self.counts;
-        if delivered > 0 {
-            c.delivered.fetch_add(delivered, Relaxed);
-        }
-        if failed > 0 {
-            c.callback_failures.fetch_add(failed, Relaxed);
-        }
-        if dropped + discarded > 0 {
-            c.dropped.fetch_add(dropped + discarded, Relaxed);
-            c.discarded_by_close.fetch_add(discarded, SeqCst);
-        }
+        match outcome {
+            Outcome::Delivered => c.delivered.fetch_add(1, Relaxed),
+            Outcome::Failed => {
+                c.callback_failures.fetch_add(1, Relaxed);
+                c.delivered.fetch_add(1, Relaxed)
+            }
+            Outcome::Dropped => c.dropped.fetch_add(1, Relaxed),
+            Outcome::Discarded => {
+                c.discarded_by_close.fetch_add(1, SeqCst);
+                c.dropped.fetch_add(1, Relaxed)
+            }
+        };
+    }
+
+    /// Counts messages queued for an ended subscription as dropped, then drops them.
+    fn drop_queue(&self, queue: VecDeque<Arc<Message>>) {
+        self.counts.dropped.fetch_add(queue.len() as u64, Relaxed);
     }
 
     /// Removes subscription `id` from routing, marks it ended and discards its queue.
@@ -395,7 +413,7 @@ impl Shared {
             core.router.remove(&sub.pattern, id);
             sub
         };
-        self.counts.dropped.fetch_add(sub.close() as u64, Relaxed);
+        self.drop_queue(sub.close());
         Some(sub)
     }
 

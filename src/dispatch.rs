@@ -2,7 +2,7 @@
 //! of its messages in order, and puts it back if more are waiting. Also the thread-local record
 //! of which callback a thread is running, for re-entrant calls.
 
-use crate::bus::Shared;
+use crate::bus::{Outcome, Shared};
 use crate::message::{Epoch, Message};
 use crate::status::UNSUBSCRIBE;
 use crate::subscription::{Delivery, Subscription};
@@ -107,20 +107,20 @@ fn run(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Messag
             return;
         }
     }
-    let (mut delivered, mut failed, mut dropped, mut discarded) = (0u64, 0u64, 0u64, 0u64);
     {
         let mut callback = sub.callback();
         while let Some(message) = batch.pop_front() {
+            // Counted before the message is dropped: a flush that sees it done sees it counted.
             if shared.is_discarding() {
                 shared.tracker.lost(message.epoch.gen);
-                discarded += 1;
+                shared.count(Outcome::Discarded);
                 continue;
             }
             let f = match callback.as_mut() {
                 Some(f) if !sub.is_closed() => f,
                 _ => {
                     *callback = None;
-                    dropped += 1;
+                    shared.count(Outcome::Dropped);
                     continue;
                 }
             };
@@ -137,11 +137,8 @@ fn run(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Messag
             };
             let rc = catch_unwind(AssertUnwindSafe(|| f(&delivery))).unwrap_or(-1);
             CURRENT.set((shared.id, 0));
-            drop(message);
-            delivered += 1;
-            if rc < 0 {
-                failed += 1;
-            } else if rc == UNSUBSCRIBE {
+            shared.count(if rc < 0 { Outcome::Failed } else { Outcome::Delivered });
+            if rc == UNSUBSCRIBE {
                 *callback = None;
                 shared.end_subscription(sub.id);
             }
@@ -151,7 +148,6 @@ fn run(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Messag
         }
     }
     PARENT.with(|p| p.borrow_mut().take());
-    shared.count_batch(delivered, failed, dropped, discarded);
     let mut q = sub.queue();
     if q.messages.is_empty() {
         q.scheduled = false;

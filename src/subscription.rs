@@ -48,11 +48,10 @@ impl Subscription {
         self.closed.load(SeqCst)
     }
 
-    /// Marks the subscription ended and discards its queue; returns how many were discarded.
-    pub fn close(&self) -> usize {
+    /// Marks the subscription ended and takes its queue, for the caller to count and drop.
+    pub fn close(&self) -> VecDeque<Arc<Message>> {
         self.closed.store(true, SeqCst);
-        let discarded = std::mem::take(&mut self.queue().messages);
-        discarded.len()
+        std::mem::take(&mut self.queue().messages)
     }
 
     pub fn queue(&self) -> MutexGuard<'_, Queue> {
