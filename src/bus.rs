@@ -2,7 +2,7 @@
 //! flush, close and stats. Safe Rust; the C layer in `ffi` is a thin wrapper over it.
 
 use crate::dispatch::{self, Job};
-use crate::message::{Epoch, Message, Tracker};
+use crate::message::{Epoch, Message, Room, Tracker};
 use crate::options::Options;
 use crate::router::Router;
 use crate::status::{Error, Status};
@@ -146,7 +146,10 @@ impl Bus {
                 Ok(handle) => shared.workers().push(handle),
                 Err(e) => {
                     shared.stop_workers();
-                    return Err(Error::new(Status::Internal, format!("could not start dispatcher thread {i} of {threads}: {e}")));
+                    return Err(Error::new(
+                        Status::Internal,
+                        format!("could not start dispatcher thread {i} of {threads}: {e}"),
+                    ));
                 }
             }
         }
@@ -237,14 +240,24 @@ impl Bus {
         };
         let gen = closed_epoch.gen;
         drop(closed_epoch);
-        if !s.tracker.wait_until(deadline(timeout), || s.tracker.is_done(gen)) {
+        if !s
+            .tracker
+            .wait_until(deadline(timeout), || s.tracker.is_done(gen))
+        {
             return Err(Error::new(
                 Status::Timeout,
-                format!("flush timed out after {} ms; {} messages still held", timeout.unwrap_or_default().as_millis(), s.tracker.held()),
+                format!(
+                    "flush timed out after {} ms; {} messages still held",
+                    timeout.unwrap_or_default().as_millis(),
+                    s.tracker.held()
+                ),
             ));
         }
         if s.tracker.lost_by(gen) {
-            return Err(Error::new(Status::Closed, "the bus was closed and discarded messages this flush waited for"));
+            return Err(Error::new(
+                Status::Closed,
+                "the bus was closed and discarded messages this flush waited for",
+            ));
         }
         Ok(())
     }
@@ -266,7 +279,10 @@ impl Bus {
         }
         s.core().closed = true;
         s.tracker.close();
-        if !s.tracker.wait_until(deadline(timeout), || s.tracker.held() == 0) {
+        if !s
+            .tracker
+            .wait_until(deadline(timeout), || s.tracker.held() == 0)
+        {
             s.discarding.store(true, SeqCst);
             let subs: Vec<Arc<Subscription>> = s.core().subscriptions.values().cloned().collect();
             for sub in subs {
@@ -309,7 +325,12 @@ impl Bus {
         let c = &s.counts;
         let (published, unrouted, last_seq, subscriptions) = {
             let core = s.core();
-            (core.published, core.unrouted, core.seq, core.subscriptions.len() as u64)
+            (
+                core.published,
+                core.unrouted,
+                core.seq,
+                core.subscriptions.len() as u64,
+            )
         };
         let mut rejected = [("", 0); 6];
         for (i, (name, _)) in REJECT_REASONS.iter().enumerate() {
@@ -347,7 +368,11 @@ impl Stats {
 
     /// As a JSON object.
     pub fn to_json(&self) -> String {
-        let rejected: Vec<String> = self.rejected.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        let rejected: Vec<String> = self
+            .rejected
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
         format!(
             "{{\"published\":{},\"delivered\":{},\"unrouted\":{},\"dropped\":{},\"queued\":{},\"subscriptions\":{},\"callback_failures\":{},\"dispatcher_threads\":{},\"last_seq\":{},\"closed\":{},\"rejected\":{{{}}}}}",
             self.published,
@@ -435,15 +460,22 @@ impl Shared {
         validate::check_payload(json, self.options.max_message_bytes, self.options.max_depth)?;
         let data = Message::pack(topic, json);
         let in_callback = dispatch::in_callback_of(self.id);
-        let timeout_ms = if in_callback { 0 } else { self.options.publish_timeout_ms };
+        let timeout_ms = if in_callback {
+            0
+        } else {
+            self.options.publish_timeout_ms
+        };
         let room = match timeout_ms {
-            0 => Ok(self.tracker.try_reserve()),
+            0 if self.tracker.try_reserve() => Room::Taken,
+            0 => Room::Full,
             ms if ms < 0 => self.tracker.reserve(None),
-            ms => self.tracker.reserve(deadline(Some(Duration::from_millis(ms as u64)))),
+            ms => self
+                .tracker
+                .reserve(deadline(Some(Duration::from_millis(ms as u64)))),
         };
         match room {
-            Ok(true) => {}
-            Ok(false) => {
+            Room::Taken => {}
+            Room::Full => {
                 return Err(Error::new(
                     Status::Full,
                     format!(
@@ -460,10 +492,14 @@ impl Shared {
                     ),
                 ))
             }
-            Err(()) => return Err(closed_error("cannot publish")),
+            Room::Closed => return Err(closed_error("cannot publish")),
         }
         let published_ns = clock::now_ns();
-        let parent = if in_callback { dispatch::parent_epoch() } else { None };
+        let parent = if in_callback {
+            dispatch::parent_epoch()
+        } else {
+            None
+        };
         let mut core = self.core();
         if core.closed {
             drop(core);

@@ -137,7 +137,11 @@ fn run(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Messag
             };
             let rc = catch_unwind(AssertUnwindSafe(|| f(&delivery))).unwrap_or(-1);
             CURRENT.set((shared.id, 0));
-            shared.count(if rc < 0 { Outcome::Failed } else { Outcome::Delivered });
+            shared.count(if rc < 0 {
+                Outcome::Failed
+            } else {
+                Outcome::Delivered
+            });
             if rc == UNSUBSCRIBE {
                 *callback = None;
                 shared.end_subscription(sub.id);

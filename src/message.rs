@@ -28,7 +28,13 @@ impl Message {
         data.into_boxed_slice()
     }
 
-    pub(crate) fn new(data: Box<[u8]>, json_len: usize, seq: u64, published_ns: u64, epoch: Arc<Epoch>) -> Message {
+    pub(crate) fn new(
+        data: Box<[u8]>,
+        json_len: usize,
+        seq: u64,
+        published_ns: u64,
+        epoch: Arc<Epoch>,
+    ) -> Message {
         Message {
             data,
             json_len,
@@ -113,6 +119,14 @@ impl Drop for Epoch {
     }
 }
 
+/// The outcome of waiting for capacity.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Room {
+    Taken,
+    Full,
+    Closed,
+}
+
 /// What the bus's waiters wait on: capacity held by messages, flush epochs done, and closing.
 /// One mutex and condition variable serve every waiter; the hot path touches only atomics
 /// unless someone is waiting.
@@ -155,7 +169,10 @@ impl Tracker {
     pub fn try_reserve(&self) -> bool {
         let mut held = self.held.load(SeqCst);
         while held < self.capacity {
-            match self.held.compare_exchange_weak(held, held + 1, SeqCst, SeqCst) {
+            match self
+                .held
+                .compare_exchange_weak(held, held + 1, SeqCst, SeqCst)
+            {
                 Ok(_) => return true,
                 Err(now) => held = now,
             }
@@ -164,10 +181,9 @@ impl Tracker {
     }
 
     /// Takes one unit of capacity, waiting until `deadline` (`None`: no limit) for room.
-    /// Returns `Ok(false)` when time ran out and `Err(())` when the bus closed meanwhile.
-    pub fn reserve(&self, deadline: Option<Instant>) -> Result<bool, ()> {
+    pub fn reserve(&self, deadline: Option<Instant>) -> Room {
         if self.try_reserve() {
-            return Ok(true);
+            return Room::Taken;
         }
         let mut got = false;
         let finished = self.wait_until(deadline, || {
@@ -175,9 +191,9 @@ impl Tracker {
             got || self.is_closed()
         });
         match (got, finished) {
-            (true, _) => Ok(true),
-            (false, true) => Err(()),
-            (false, false) => Ok(false),
+            (true, _) => Room::Taken,
+            (false, true) => Room::Closed,
+            (false, false) => Room::Full,
         }
     }
 
@@ -226,7 +242,11 @@ impl Tracker {
                     if now >= d {
                         break false;
                     }
-                    guard = self.cv.wait_timeout(guard, d - now).unwrap_or_else(|p| p.into_inner()).0;
+                    guard = self
+                        .cv
+                        .wait_timeout(guard, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
                 }
             }
         };
@@ -252,12 +272,15 @@ mod tests {
         let t = Tracker::new(2);
         assert!(t.try_reserve() && t.try_reserve());
         assert!(!t.try_reserve());
-        assert_eq!(t.reserve(Some(Instant::now() + Duration::from_millis(5))), Ok(false));
+        assert_eq!(
+            t.reserve(Some(Instant::now() + Duration::from_millis(5))),
+            Room::Full
+        );
         t.release();
-        assert_eq!(t.reserve(None), Ok(true));
+        assert_eq!(t.reserve(None), Room::Taken);
         assert_eq!(t.held(), 2);
         t.close();
-        assert_eq!(t.reserve(None), Err(()));
+        assert_eq!(t.reserve(None), Room::Closed);
     }
 
     #[test]

@@ -104,7 +104,10 @@ impl Options {
                 let known: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
                 Error::new(
                     Status::Options,
-                    format!("unknown option \"{name}\"; known options: {}", known.join(", ")),
+                    format!(
+                        "unknown option \"{name}\"; known options: {}",
+                        known.join(", ")
+                    ),
                 )
             })?;
             let range = format!("an integer from {} to {}", key.min, key.max);
@@ -178,7 +181,10 @@ mod tests {
         assert!(o.resolved_threads() >= 1);
         for k in KEYS {
             let low = err(&format!("{{\"{}\":{}}}", k.name, k.min - 1));
-            assert!(low.contains(k.name) && low.contains(&k.max.to_string()), "{low}");
+            assert!(
+                low.contains(k.name) && low.contains(&k.max.to_string()),
+                "{low}"
+            );
             let high = err(&format!("{{\"{}\":{}}}", k.name, k.max + 1));
             assert!(high.contains("out of range"), "{high}");
             let wrong = err(&format!("{{\"{}\":\"4\"}}", k.name));

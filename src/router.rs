@@ -34,7 +34,10 @@ impl<T> Default for Node<T> {
 
 impl<T> Node<T> {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.star.is_none() && self.here.is_empty() && self.rest.is_empty()
+        self.children.is_empty()
+            && self.star.is_none()
+            && self.here.is_empty()
+            && self.rest.is_empty()
     }
 }
 
@@ -132,7 +135,11 @@ fn walk<T>(node: &Node<T>, tokens: &[&str], visit: &mut impl FnMut(&T)) {
 }
 
 fn remove_in<T>(node: &mut Node<T>, tokens: &[&str], id: i64) -> Option<T> {
-    let take = |list: &mut Vec<(i64, T)>| list.iter().position(|(i, _)| *i == id).map(|at| list.swap_remove(at).1);
+    let take = |list: &mut Vec<(i64, T)>| {
+        list.iter()
+            .position(|(i, _)| *i == id)
+            .map(|at| list.swap_remove(at).1)
+    };
     match tokens {
         [] => take(&mut node.here),
         [">"] => take(&mut node.rest),
@@ -214,7 +221,9 @@ mod tests {
         }
         assert_eq!(r.len(), PATTERNS.len());
         for t in TOPICS {
-            let want: Vec<i64> = (0..PATTERNS.len() as i64).filter(|&i| matches(PATTERNS[i as usize], t)).collect();
+            let want: Vec<i64> = (0..PATTERNS.len() as i64)
+                .filter(|&i| matches(PATTERNS[i as usize], t))
+                .collect();
             assert_eq!(matched(&r, t), want, "topic {t}");
         }
     }

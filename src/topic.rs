@@ -20,21 +20,33 @@ pub fn check(text: &str, kind: Kind) -> Result<(), Error> {
         Kind::Topic => "topic",
         Kind::Pattern => "pattern",
     };
-    let fail = |why: String| Err(Error::new(Status::Topic, format!("{what} \"{}\": {why}", shown(text))));
+    let fail = |why: String| {
+        Err(Error::new(
+            Status::Topic,
+            format!("{what} \"{}\": {why}", shown(text)),
+        ))
+    };
     if text.is_empty() {
         return fail("is empty".into());
     }
     if text.len() > MAX_TOPIC_BYTES {
-        return fail(format!("is {} bytes long; the limit is {MAX_TOPIC_BYTES}", text.len()));
+        return fail(format!(
+            "is {} bytes long; the limit is {MAX_TOPIC_BYTES}",
+            text.len()
+        ));
     }
     let count = text.split('.').count();
     for (i, token) in text.split('.').enumerate() {
         let n = i + 1;
         if token.is_empty() {
-            return fail(format!("token {n} is empty (a topic may not start or end with '.', nor hold \"..\")"));
+            return fail(format!(
+                "token {n} is empty (a topic may not start or end with '.', nor hold \"..\")"
+            ));
         }
         if let Some(b) = token.bytes().find(|b| !(0x21..=0x7e).contains(b)) {
-            return fail(format!("token {n} holds byte 0x{b:02X}; tokens are printable ASCII without spaces"));
+            return fail(format!(
+                "token {n} holds byte 0x{b:02X}; tokens are printable ASCII without spaces"
+            ));
         }
         let wild = token.contains('*') || token.contains('>');
         if !wild {
@@ -44,10 +56,14 @@ pub fn check(text: &str, kind: Kind) -> Result<(), Error> {
             return fail(format!("token {n} (\"{token}\") mixes a wildcard with other characters; '*' and '>' must stand alone"));
         }
         if kind == Kind::Topic {
-            return fail(format!("token {n} is the wildcard '{token}', which only subscription patterns may use"));
+            return fail(format!(
+                "token {n} is the wildcard '{token}', which only subscription patterns may use"
+            ));
         }
         if token == ">" && n != count {
-            return fail(format!("token {n} is '>', which may only be the last token"));
+            return fail(format!(
+                "token {n} is '>', which may only be the last token"
+            ));
         }
     }
     Ok(())
@@ -114,7 +130,10 @@ mod tests {
             assert!(e.message.contains(why), "{text:?}: {}", e.message);
         }
         let long = "x".repeat(257);
-        assert!(check(&long, Kind::Topic).unwrap_err().message.contains("257 bytes"));
+        assert!(check(&long, Kind::Topic)
+            .unwrap_err()
+            .message
+            .contains("257 bytes"));
     }
 
     #[test]

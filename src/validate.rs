@@ -10,19 +10,28 @@ pub fn check_payload(json: &[u8], max_bytes: usize, max_depth: usize) -> Result<
     if json.len() > max_bytes {
         return Err(Error::new(
             Status::TooLarge,
-            format!("payload is {} bytes; max_message_bytes is {max_bytes}", json.len()),
+            format!(
+                "payload is {} bytes; max_message_bytes is {max_bytes}",
+                json.len()
+            ),
         ));
     }
     if let Err(e) = std::str::from_utf8(json) {
         return Err(Error::new(
             Status::Utf8,
-            format!("payload is not valid UTF-8: bad byte at offset {}", e.valid_up_to()),
+            format!(
+                "payload is not valid UTF-8: bad byte at offset {}",
+                e.valid_up_to()
+            ),
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(json);
     let parsed = serde::Deserialize::deserialize(&mut de).and_then(|IgnoredAny| de.end());
     if let Err(e) = parsed {
-        return Err(Error::new(Status::Json, format!("payload is not valid JSON: {e}")));
+        return Err(Error::new(
+            Status::Json,
+            format!("payload is not valid JSON: {e}"),
+        ));
     }
     // Valid JSON needs two bytes per level of nesting, so short payloads cannot be too deep.
     if json.len() / 2 > max_depth {
@@ -68,7 +77,12 @@ fn too_deep_at(json: &[u8], max_depth: usize) -> Option<usize> {
 fn line_column(json: &[u8], at: usize) -> (usize, usize) {
     let before = &json[..at];
     let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
-    let column = at - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+    let column = at
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
     (line, column)
 }
 
@@ -83,8 +97,17 @@ mod tests {
     #[test]
     fn accepts_every_kind_of_value() {
         for ok in [
-            "0", "-1.5e+3", "\"\"", "\"\\u00e9\\n\"", "true", "false", "null", "[]", "{}",
-            " {\"a\": [1, {\"b\": null}]} \n", "\"caf\u{e9}\"",
+            "0",
+            "-1.5e+3",
+            "\"\"",
+            "\"\\u00e9\\n\"",
+            "true",
+            "false",
+            "null",
+            "[]",
+            "{}",
+            " {\"a\": [1, {\"b\": null}]} \n",
+            "\"caf\u{e9}\"",
         ] {
             assert_eq!(status(ok), Ok(()), "{ok}");
         }
@@ -93,8 +116,28 @@ mod tests {
     #[test]
     fn rejects_what_rfc_8259_rejects() {
         for bad in [
-            "", " ", "{", "}", "[1,]", "{\"a\":1,}", "01", "1.", ".5", "+1", "NaN", "Infinity",
-            "'a'", "\"a", "\"\\x\"", "\"a\tb\"", "1 2", "{} x", "[1] ]", "{a:1}", "nul", "\u{0}",
+            "",
+            " ",
+            "{",
+            "}",
+            "[1,]",
+            "{\"a\":1,}",
+            "01",
+            "1.",
+            ".5",
+            "+1",
+            "NaN",
+            "Infinity",
+            "'a'",
+            "\"a",
+            "\"\\x\"",
+            "\"a\tb\"",
+            "1 2",
+            "{} x",
+            "[1] ]",
+            "{a:1}",
+            "nul",
+            "\u{0}",
         ] {
             assert_eq!(status(bad), Err(Status::Json), "{bad:?}");
         }
@@ -127,7 +170,12 @@ mod tests {
         // Objects count as well as arrays.
         let obj = format!("{}1{}", "{\"a\":".repeat(3), "}".repeat(3));
         assert!(check_payload(obj.as_bytes(), usize::MAX, 3).is_ok());
-        assert_eq!(check_payload(obj.as_bytes(), usize::MAX, 2).unwrap_err().status, Status::Json);
+        assert_eq!(
+            check_payload(obj.as_bytes(), usize::MAX, 2)
+                .unwrap_err()
+                .status,
+            Status::Json
+        );
     }
 
     #[test]

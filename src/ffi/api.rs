@@ -168,7 +168,10 @@ pub extern "C" fn jsonbus_unsubscribe(bus: *mut jsonbus, subscription: i64) -> i
     boundary(|| {
         error::status(current(bus).and_then(|b| match b {
             Some(b) => b.unsubscribe(subscription),
-            None => Err(Error::new(Status::NotFound, format!("no subscription {subscription} on the default bus"))),
+            None => Err(Error::new(
+                Status::NotFound,
+                format!("no subscription {subscription} on the default bus"),
+            )),
         }))
     })
 }
@@ -194,7 +197,12 @@ pub extern "C" fn jsonbus_publish(
 }
 
 /// Shared by `jsonbus_publish` and `push_json` (`len` None: NUL-terminated).
-fn publish(bus: *const jsonbus, topic: *const c_char, json: *const c_char, len: Option<usize>) -> Result<(), Error> {
+fn publish(
+    bus: *const jsonbus,
+    topic: *const c_char,
+    json: *const c_char,
+    len: Option<usize>,
+) -> Result<(), Error> {
     let bus = open(bus)?;
     let refuse = |e: Error| Err(bus.refuse(e));
     let topic = match topic_text(topic, "topic") {

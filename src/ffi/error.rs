@@ -102,7 +102,10 @@ pub fn boundary<T: OnPanic>(body: impl FnOnce() -> T) -> T {
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        set(&Error::new(Status::Internal, format!("internal error (a bug in jsonbus, caught; the bus stays usable): {what}")));
+        set(&Error::new(
+            Status::Internal,
+            format!("internal error (a bug in jsonbus, caught; the bus stays usable): {what}"),
+        ));
         T::on_panic()
     })
 }

@@ -233,7 +233,10 @@ fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, Error> {
     std::str::from_utf8(bytes).map_err(|e| {
         Error::new(
             Status::Utf8,
-            format!("{what} is not valid UTF-8: bad byte at offset {}", e.valid_up_to()),
+            format!(
+                "{what} is not valid UTF-8: bad byte at offset {}",
+                e.valid_up_to()
+            ),
         )
     })
 }
