@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every test of jsonbus, in the order a failure is cheapest to find: formatting, lints, the
+# Rust tests (core, C exports, committed header), then the C examples and tests through CMake.
+# Installs CMake if it is missing. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cmake >/dev/null || apt-get install -y cmake
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --release --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --release
+echo "== committed header is fresh"
+git diff --exit-code -- include/jsonbus.h
+echo "== CMake build of the C examples and tests (-Wall -Wextra -Werror), ctest"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j2
+ctest --test-dir build --output-on-failure -j2
