@@ -8,8 +8,10 @@ fn main() {
     let dir = Path::new(&dir);
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
-    let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("read cbindgen.toml");
-    let version = |part: &str| std::env::var(format!("CARGO_PKG_VERSION_{part}")).unwrap_or_default();
+    let mut config =
+        cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("read cbindgen.toml");
+    let version =
+        |part: &str| std::env::var(format!("CARGO_PKG_VERSION_{part}")).unwrap_or_default();
     config.after_includes = Some(format!(
         "\n/** The version of this header: jsonbus_version() returns the library's. */\n\
          #define JSONBUS_VERSION_MAJOR {}\n#define JSONBUS_VERSION_MINOR {}\n#define JSONBUS_VERSION_PATCH {}\n",

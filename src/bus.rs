@@ -2,6 +2,7 @@
 //! flush, close and stats. Safe Rust; the C layer in `ffi` is a thin wrapper over it.
 
 use crate::dispatch::{self, Job};
+use crate::ffi::thread::{self, Thread};
 use crate::message::{Epoch, Message, Room, Tracker};
 use crate::options::Options;
 use crate::router::Router;
@@ -13,7 +14,6 @@ use crossbeam_channel::{Receiver, Sender};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Subscription ids are unique in the process and never reused, so a stale id is NOT_FOUND.
@@ -34,7 +34,7 @@ pub struct Shared {
     pub tracker: Arc<Tracker>,
     core: Mutex<Core>,
     jobs: Sender<Job>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    workers: Mutex<Vec<Thread>>,
     /// Held by a close from start to end; true once a close has finished.
     closing: Mutex<bool>,
     finished: AtomicBool,
@@ -97,7 +97,6 @@ pub struct Stats {
     pub callback_failures: u64,
     pub dispatcher_threads: u64,
     pub last_seq: u64,
-    pub closed: bool,
     /// Refused publishes by reason: json, utf8, topic, too_large, full, closed.
     pub rejected: [(&'static str, u64); 6],
 }
@@ -139,9 +138,10 @@ impl Bus {
         });
         for i in 0..threads {
             let (s, q) = (shared.clone(), queue.clone());
-            let started = std::thread::Builder::new()
-                .name(format!("jsonbus-{i}"))
-                .spawn(move || dispatch::worker(s, q));
+            let started = thread::spawn(
+                &format!("jsonbus-{i}"),
+                Box::new(move || dispatch::worker(s, q)),
+            );
             match started {
                 Ok(handle) => shared.workers().push(handle),
                 Err(e) => {
@@ -346,7 +346,6 @@ impl Bus {
             callback_failures: c.callback_failures.load(Relaxed),
             dispatcher_threads: s.threads as u64,
             last_seq,
-            closed: s.tracker.is_closed(),
             rejected,
         }
     }
@@ -374,7 +373,7 @@ impl Stats {
             .map(|(k, v)| format!("\"{k}\":{v}"))
             .collect();
         format!(
-            "{{\"published\":{},\"delivered\":{},\"unrouted\":{},\"dropped\":{},\"queued\":{},\"subscriptions\":{},\"callback_failures\":{},\"dispatcher_threads\":{},\"last_seq\":{},\"closed\":{},\"rejected\":{{{}}}}}",
+            "{{\"published\":{},\"delivered\":{},\"unrouted\":{},\"dropped\":{},\"queued\":{},\"subscriptions\":{},\"callback_failures\":{},\"dispatcher_threads\":{},\"last_seq\":{},\"rejected\":{{{}}}}}",
             self.published,
             self.delivered,
             self.unrouted,
@@ -384,7 +383,6 @@ impl Stats {
             self.callback_failures,
             self.dispatcher_threads,
             self.last_seq,
-            self.closed,
             rejected.join(",")
         )
     }
@@ -395,7 +393,7 @@ impl Shared {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn workers(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
+    fn workers(&self) -> MutexGuard<'_, Vec<Thread>> {
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -448,7 +446,7 @@ impl Shared {
             let _ = self.jobs.send(Job::Stop);
         }
         for handle in handles {
-            let _ = handle.join();
+            handle.join();
         }
     }
 

@@ -81,12 +81,11 @@ const KEYS: [Key; 6] = [
 ];
 
 impl Options {
-    /// Parses an options object. `None`, `""` and `"{}"` give the defaults.
+    /// Parses an options object. `None` and `"{}"` give the defaults.
     pub fn parse(text: Option<&str>) -> Result<Options, Error> {
         let mut options = Options::default();
-        let text = match text {
-            Some(t) if !t.trim().is_empty() => t,
-            _ => return Ok(options),
+        let Some(text) = text else {
+            return Ok(options);
         };
         let value: Value = serde_json::from_str(text)
             .map_err(|e| Error::new(Status::Options, format!("options are not valid JSON: {e}")))?;
@@ -162,7 +161,8 @@ mod tests {
     fn defaults() {
         assert_eq!(Options::parse(None).unwrap(), Options::default());
         assert_eq!(Options::parse(Some("{}")).unwrap(), Options::default());
-        assert_eq!(Options::parse(Some(" ")).unwrap(), Options::default());
+        assert_eq!(Options::parse(Some(" { } ")).unwrap(), Options::default());
+        assert!(err("").contains("not valid JSON"));
         assert!(Options::default().resolved_threads() >= 1);
     }
 

@@ -482,7 +482,7 @@ fn close_with_a_time_limit_discards_and_counts_and_then_everything_is_closed() {
         (s.delivered, s.dropped, s.published, s.queued),
         (delivered, 100 - delivered, 100, 0)
     );
-    assert!(s.closed);
+    assert!(bus.is_closed());
     thread::sleep(Duration::from_millis(30));
     assert_eq!(
         calls.load(SeqCst),

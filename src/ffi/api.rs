@@ -47,7 +47,7 @@ pub extern "C" fn jsonbus_now_ns() -> u64 {
 
 /// Creates a bus and starts its dispatcher threads.
 ///
-/// `options_json` is NULL, "" or "{}" for the defaults, or a JSON object with any of these
+/// `options_json` is NULL or "{}" for the defaults, or a JSON object with any of these
 /// keys (integers):
 /// - `dispatcher_threads` (default 1, 0-256): threads that run callbacks; 0 = one per CPU.
 /// - `queue_capacity` (65536, 1-16777216): messages accepted and not yet delivered to every
@@ -60,7 +60,7 @@ pub extern "C" fn jsonbus_now_ns() -> u64 {
 ///   for work before it sleeps. Polling answers in well under a microsecond, waking a sleeping
 ///   thread takes tens; each microsecond of spin may cost that much CPU per idle period.
 ///
-/// Returns NULL on failure (`JSONBUS_ERR_OPTIONS`, `JSONBUS_ERR_UTF8`, or
+/// Returns NULL on failure (`JSONBUS_ERR_OPTIONS`, also for text that is not valid UTF-8, or
 /// `JSONBUS_ERR_INTERNAL` if a thread could not start), with the reason in
 /// `jsonbus_last_error()`. Free the bus with `jsonbus_free`.
 #[no_mangle]
@@ -70,7 +70,9 @@ pub extern "C" fn jsonbus_new(options_json: *const c_char) -> *mut jsonbus {
             let text = if options_json.is_null() {
                 None
             } else {
-                Some(text(options_json, "options_json")?)
+                let t = text(options_json, "options_json")
+                    .map_err(|e| Error::new(Status::Options, e.message))?;
+                Some(t)
             };
             Bus::new(Options::parse(text)?)
         })();
@@ -139,7 +141,7 @@ pub extern "C" fn jsonbus_free(bus: *mut jsonbus) {
 /// `>` (one or more tokens): `orders.*.new`, `orders.>`, `>`.
 ///
 /// Returns the subscription id (> 0; unique in the process and never reused) or a negative
-/// `JSONBUS_ERR_*`: NULL, TOPIC, UTF8, CLOSED. The callback gets every matching message
+/// `JSONBUS_ERR_*`: NULL, TOPIC, CLOSED. The callback gets every matching message
 /// published after this returns; see `jsonbus_callback` for the rules it runs under.
 #[no_mangle]
 pub extern "C" fn jsonbus_subscribe(
@@ -256,7 +258,6 @@ pub extern "C" fn jsonbus_flush(bus: *mut jsonbus, timeout_ms: i32) -> i32 {
 /// - `callback_failures`: callbacks that returned a negative value;
 /// - `dispatcher_threads`: dispatcher threads the bus runs (0 in the options resolved to the
 ///   CPU count);
-/// - `closed`: boolean, whether a close has started;
 /// - `rejected`: an object counting refused publishes by reason: `json`, `utf8`, `topic`,
 ///   `too_large`, `full`, `closed`.
 #[no_mangle]

@@ -7,6 +7,7 @@
 
 mod api;
 mod error;
+pub(crate) mod thread;
 mod types;
 
 pub use api::*;

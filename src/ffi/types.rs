@@ -201,17 +201,18 @@ pub(crate) unsafe fn free_handle(bus: *mut jsonbus) {
     drop(unsafe { Box::from_raw(bus) });
 }
 
-/// A NUL-terminated string argument as UTF-8.
+/// A NUL-terminated string argument as UTF-8; invalid UTF-8 is `JSONBUS_ERR_UTF8`.
 pub(crate) fn text<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
     if p.is_null() {
         return Err(Error::new(Status::Null, format!("{what} is NULL")));
     }
     // SAFETY: the header requires a NUL-terminated string that stays valid during the call.
     let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
-    utf8(bytes, what)
+    utf8(bytes, what, Status::Utf8)
 }
 
-/// A topic or pattern argument: read no further than its length limit allows.
+/// A topic or pattern argument: read no further than its length limit allows. Anything not
+/// in the grammar, invalid UTF-8 included, is `JSONBUS_ERR_TOPIC`.
 pub(crate) fn topic_text<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
     if p.is_null() {
         return Err(Error::new(Status::Null, format!("{what} is NULL")));
@@ -226,13 +227,13 @@ pub(crate) fn topic_text<'a>(p: *const c_char, what: &str) -> Result<&'a str, Er
     }
     // SAFETY: strnlen found `len` readable bytes before the NUL.
     let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
-    utf8(bytes, what)
+    utf8(bytes, what, Status::Topic)
 }
 
-fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, Error> {
+fn utf8<'a>(bytes: &'a [u8], what: &str, status: Status) -> Result<&'a str, Error> {
     std::str::from_utf8(bytes).map_err(|e| {
         Error::new(
-            Status::Utf8,
+            status,
             format!(
                 "{what} is not valid UTF-8: bad byte at offset {}",
                 e.valid_up_to()

@@ -1,0 +1,524 @@
+/*
+ * jsonbus benchmark driver: one program that measures every contender the same way.
+ *
+ *   driver <lib.so> info
+ *   driver <lib.so> tput   <publishers> <size> <subscribers> <messages>
+ *   driver <lib.so> lat    <rate/s> <seconds> <size>
+ *   driver <lib.so> burst  <messages> <size> <spin_ns>
+ *   driver <lib.so> fanout <other_subscriptions> <messages> <size>
+ *
+ * The library is dlopen'ed; it must export the quick API (register_callback, push_json)
+ * plus jsonbus_default, jsonbus_flush and jsonbus_now_ns.  `fanout` also needs the full
+ * API (jsonbus_new, jsonbus_subscribe, jsonbus_publish) and prints "n/a" without it.
+ * Every workload prints exactly one JSON object on stdout.
+ *
+ * Deliberately independent of include/jsonbus.h: the struct below is the CONTRACT.md
+ * layout.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct jsonbus_message {
+    const char *topic;
+    size_t topic_len;
+    const char *json;
+    size_t json_len;
+    uint64_t seq;
+    uint64_t published_ns;
+    int64_t subscription;
+} jsonbus_message;
+
+typedef int32_t (*jsonbus_callback)(const jsonbus_message *msg, void *user_data);
+
+/* quick API + helpers (required) */
+static int64_t (*p_register_callback)(jsonbus_callback, void *);
+static int32_t (*p_push_json)(const char *);
+static void *(*p_default)(void);
+static int32_t (*p_flush)(void *, int32_t);
+static uint64_t (*p_now_ns)(void);
+/* full API (optional) */
+static void *(*p_new)(const char *);
+static int64_t (*p_subscribe)(void *, const char *, jsonbus_callback, void *);
+static int32_t (*p_publish)(void *, const char *, const char *, size_t);
+static void (*p_free)(void *);
+static const char *(*p_last_error)(void);
+static char *(*p_stats)(void *);
+static void (*p_string_free)(char *);
+
+static void die(const char *what) {
+    fprintf(stderr, "driver: %s\n", what);
+    exit(2);
+}
+
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static double cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+static long maxrss_kb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static long rss_kb(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, res = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &size, &res) != 2) res = 0;
+        fclose(f);
+    }
+    return res * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void *sym(void *h, const char *name, int required) {
+    void *p = dlsym(h, name);
+    if (!p && required) {
+        fprintf(stderr, "driver: missing symbol %s\n", name);
+        exit(2);
+    }
+    return p;
+}
+
+/* ---------- payloads ----------
+ * {"t":"<20 digits>","d":[{"id":N,"ok":true,"v":"abcdefghij"},...],"p":"xxx"}
+ * exactly `size` bytes, valid JSON, structured (numbers, bools, strings, arrays, objects)
+ * so that validators and parsers do real work.  The timestamp digits start at TS_OFF. */
+#define TS_OFF 6
+#define TS_DIGITS 20
+
+static char *make_payload(size_t size) {
+    const char *head = "{\"t\":\"00000000000000000000\",\"d\":[";
+    const char *mid = "],\"p\":\"";
+    const char *tail = "\"}";
+    size_t fixed = strlen(head) + strlen(mid) + strlen(tail);
+    if (size < fixed) die("message size too small (minimum 42 bytes)");
+    char *buf = malloc(size + 1);
+    size_t pos = 0;
+    memcpy(buf, head, strlen(head));
+    pos += strlen(head);
+    char item[96];
+    int first = 1;
+    for (unsigned id = 1;; id++) {
+        int n = snprintf(item, sizeof item, "%s{\"id\":%u,\"ok\":%s,\"v\":\"abcdefghij\"}",
+                         first ? "" : ",", id * 7919u, (id & 1) ? "true" : "false");
+        if (pos + (size_t)n + strlen(mid) + strlen(tail) + 8 > size) break;
+        memcpy(buf + pos, item, (size_t)n);
+        pos += (size_t)n;
+        first = 0;
+    }
+    memcpy(buf + pos, mid, strlen(mid));
+    pos += strlen(mid);
+    while (pos < size - strlen(tail)) buf[pos++] = 'x';
+    memcpy(buf + pos, tail, strlen(tail));
+    pos += strlen(tail);
+    buf[pos] = 0;
+    if (pos != size) die("payload size bug");
+    return buf;
+}
+
+static void put_ts(char *buf, uint64_t t) {
+    char *p = buf + TS_OFF + TS_DIGITS;
+    for (int i = 0; i < TS_DIGITS; i++) {
+        *--p = (char)('0' + t % 10);
+        t /= 10;
+    }
+}
+
+/* ---------- subscribers ---------- */
+typedef struct {
+    _Atomic uint64_t count;
+    _Atomic uint64_t bad;
+    size_t expect_len;
+    char pad[64 - 24];
+} sub_t;
+
+static int32_t cb_count(const jsonbus_message *m, void *ud) {
+    sub_t *s = ud;
+    atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
+    if (m->json_len != s->expect_len || m->json[0] != '{')
+        atomic_fetch_add_explicit(&s->bad, 1, memory_order_relaxed);
+    return 0;
+}
+
+static int32_t cb_nop(const jsonbus_message *m, void *ud) {
+    (void)m;
+    (void)ud;
+    return 0;
+}
+
+/* ---------- tput ---------- */
+typedef struct {
+    pthread_barrier_t *bar;
+    const char *payload;
+    uint64_t n;
+    uint64_t errors;
+} pub_arg;
+
+static void *pub_main(void *a_) {
+    pub_arg *a = a_;
+    pthread_barrier_wait(a->bar);
+    const char *p = a->payload;
+    for (uint64_t i = 0; i < a->n; i++)
+        if (p_push_json(p) != 0) a->errors++;
+    return NULL;
+}
+
+static int w_tput(int pubs, size_t size, int subs, uint64_t n) {
+    if (pubs < 1 || pubs > 64 || subs < 1 || subs > 64) die("bad tput arguments");
+    sub_t *s = aligned_alloc(64, sizeof(sub_t) * (size_t)subs);
+    memset(s, 0, sizeof(sub_t) * (size_t)subs);
+    for (int i = 0; i < subs; i++) {
+        s[i].expect_len = size;
+        if (p_register_callback(cb_count, &s[i]) <= 0) die("register_callback failed");
+    }
+    void *bus = p_default();
+    /* warm-up: start the contender's threads, fault in its allocator */
+    char *warm = make_payload(size);
+    for (int i = 0; i < 100; i++) p_push_json(warm);
+    p_flush(bus, -1);
+    for (int i = 0; i < subs; i++) atomic_store(&s[i].count, 0);
+
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, (unsigned)pubs + 1);
+    pthread_t th[64];
+    pub_arg args[64];
+    uint64_t per = n / (uint64_t)pubs;
+    n = per * (uint64_t)pubs;
+    for (int i = 0; i < pubs; i++) {
+        args[i] = (pub_arg){&bar, make_payload(size), per, 0};
+        pthread_create(&th[i], NULL, pub_main, &args[i]);
+    }
+    double c0 = cpu_s();
+    uint64_t t0 = mono_ns();
+    pthread_barrier_wait(&bar);
+    for (int i = 0; i < pubs; i++) pthread_join(th[i], NULL);
+    uint64_t t1 = mono_ns();
+    int32_t fr = p_flush(bus, -1);
+    uint64_t t2 = mono_ns();
+    double c1 = cpu_s();
+
+    uint64_t errors = 0, delivered = 0, bad = 0;
+    for (int i = 0; i < pubs; i++) errors += args[i].errors;
+    for (int i = 0; i < subs; i++) {
+        delivered += atomic_load(&s[i].count);
+        bad += atomic_load(&s[i].bad);
+    }
+    double secs = (t2 - t0) / 1e9;
+    printf("{\"workload\":\"tput\",\"pubs\":%d,\"size\":%zu,\"subs\":%d,\"messages\":%llu,"
+           "\"seconds\":%.6f,\"publish_seconds\":%.6f,\"msgs_per_s\":%.1f,\"mb_per_s\":%.2f,"
+           "\"cpu_ns_per_msg\":%.1f,\"maxrss_kb\":%ld,\"delivered\":%llu,\"expected\":%llu,"
+           "\"push_errors\":%llu,\"bad\":%llu,\"flush\":%d,\"ok\":%s}\n",
+           pubs, size, subs, (unsigned long long)n, secs, (t1 - t0) / 1e9, n / secs,
+           n * (double)size / secs / 1e6, (c1 - c0) * 1e9 / (double)n, maxrss_kb(),
+           (unsigned long long)delivered, (unsigned long long)(n * (uint64_t)subs),
+           (unsigned long long)errors, (unsigned long long)bad, fr,
+           (delivered == n * (uint64_t)subs && errors == 0 && bad == 0 && fr == 0) ? "true"
+                                                                                   : "false");
+    return 0;
+}
+
+/* ---------- lat ---------- */
+static uint64_t *lat_buf;
+static _Atomic uint64_t lat_idx;
+static uint64_t lat_cap;
+
+static int32_t cb_lat(const jsonbus_message *m, void *ud) {
+    (void)ud;
+    uint64_t now = p_now_ns();
+    uint64_t t = strtoull(m->json + TS_OFF, NULL, 10);
+    uint64_t i = atomic_fetch_add_explicit(&lat_idx, 1, memory_order_relaxed);
+    if (i < lat_cap) lat_buf[i] = now - t;
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* below this period a sleep cannot pace evenly: the publisher spins instead */
+#define SPIN_BELOW_NS 20000
+
+static int w_lat(double rate, double seconds, size_t size) {
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+    uint64_t n = (uint64_t)(rate * seconds);
+    if (n < 100) n = 100;
+    lat_cap = n;
+    lat_buf = calloc(n, sizeof(uint64_t));
+    uint64_t *push_buf = calloc(n, sizeof(uint64_t));
+    if (p_register_callback(cb_lat, NULL) <= 0) die("register_callback failed");
+    void *bus = p_default();
+    char *buf = make_payload(size);
+    for (int i = 0; i < 100; i++) {
+        put_ts(buf, p_now_ns());
+        p_push_json(buf);
+    }
+    p_flush(bus, -1);
+    atomic_store(&lat_idx, 0);
+
+    double c0 = cpu_s();
+    uint64_t period = (uint64_t)(1e9 / rate);
+    /* DRIVER_SPIN_BELOW_NS overrides when the publisher spins instead of sleeping */
+    uint64_t spin_below = getenv("DRIVER_SPIN_BELOW_NS") ? strtoull(getenv("DRIVER_SPIN_BELOW_NS"), NULL, 10)
+                                                         : SPIN_BELOW_NS;
+    uint64_t start = mono_ns() + 1000000, late = 0, errors = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t target = start + i * period;
+        uint64_t now = mono_ns();
+        if (now < target && period >= spin_below) {
+            struct timespec ts = {(time_t)(target / 1000000000ull),
+                                  (long)(target % 1000000000ull)};
+            while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+            }
+        } else if (now < target) {
+            while (mono_ns() < target) {
+            }
+        } else if (now > target + period) {
+            late++;
+        }
+        uint64_t b = mono_ns();
+        put_ts(buf, p_now_ns());
+        if (p_push_json(buf) != 0) errors++;
+        push_buf[i] = mono_ns() - b;
+    }
+    uint64_t end = mono_ns();
+    int32_t fr = p_flush(bus, -1);
+    double c1 = cpu_s();
+    uint64_t got = atomic_load(&lat_idx);
+    if (got > n) got = n;
+    /* drop the first 2% (warm-up after the idle gap) */
+    uint64_t skip = got / 50;
+    uint64_t m = got - skip;
+    uint64_t *v = lat_buf + skip;
+    qsort(v, m, sizeof(uint64_t), cmp_u64);
+    double sum = 0;
+    for (uint64_t i = 0; i < m; i++) sum += (double)v[i];
+#define PCT(p) (m ? v[(uint64_t)((double)(m - 1) * (p))] : 0)
+    qsort(push_buf, n, sizeof(uint64_t), cmp_u64);
+    uint64_t push_p50 = push_buf[(n - 1) / 2], push_p99 = push_buf[(uint64_t)((n - 1) * 0.99)],
+             push_max = push_buf[n - 1];
+    printf("{\"workload\":\"lat\",\"rate\":%.0f,\"achieved_rate\":%.0f,\"size\":%zu,"
+           "\"messages\":%llu,\"received\":%llu,\"late_sends\":%llu,\"push_errors\":%llu,"
+           "\"p50_ns\":%llu,\"p90_ns\":%llu,\"p99_ns\":%llu,\"p999_ns\":%llu,\"max_ns\":%llu,"
+           "\"mean_ns\":%.0f,\"push_p50_ns\":%llu,\"push_p99_ns\":%llu,\"push_max_ns\":%llu,"
+           "\"cpu_ns_per_msg\":%.1f,\"maxrss_kb\":%ld,\"flush\":%d,\"ok\":%s}\n",
+           rate, n / ((end - start) / 1e9), size, (unsigned long long)n,
+           (unsigned long long)got, (unsigned long long)late, (unsigned long long)errors,
+           (unsigned long long)PCT(0.5), (unsigned long long)PCT(0.9),
+           (unsigned long long)PCT(0.99), (unsigned long long)PCT(0.999),
+           (unsigned long long)(m ? v[m - 1] : 0), m ? sum / m : 0.0,
+           (unsigned long long)push_p50, (unsigned long long)push_p99, (unsigned long long)push_max,
+           (c1 - c0) * 1e9 / (double)n, maxrss_kb(), fr,
+           (got == n && errors == 0 && fr == 0) ? "true" : "false");
+    return 0;
+}
+
+/* ---------- burst ---------- */
+static _Atomic int burst_on;
+static _Atomic uint64_t burst_pushed, burst_delivered;
+static uint64_t burst_spin_ns;
+static _Atomic int mon_stop;
+static uint64_t mon_maxq;
+static long mon_rss_at_maxq, mon_maxrss;
+
+static int32_t cb_slow(const jsonbus_message *m, void *ud) {
+    (void)m;
+    (void)ud;
+    if (atomic_load_explicit(&burst_on, memory_order_relaxed)) {
+        uint64_t until = mono_ns() + burst_spin_ns;
+        while (mono_ns() < until) {
+        }
+    }
+    atomic_fetch_add_explicit(&burst_delivered, 1, memory_order_relaxed);
+    return 0;
+}
+
+static void mon_sample(void) {
+    uint64_t p = atomic_load(&burst_pushed), d = atomic_load(&burst_delivered);
+    uint64_t q = p > d ? p - d : 0;
+    long rss = rss_kb();
+    if (q > mon_maxq) {
+        mon_maxq = q;
+        mon_rss_at_maxq = rss;
+    }
+    if (rss > mon_maxrss) mon_maxrss = rss;
+}
+
+static void *mon_main(void *a) {
+    (void)a;
+    while (!atomic_load(&mon_stop)) {
+        mon_sample();
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static int w_burst(uint64_t n, size_t size, uint64_t spin_ns) {
+    burst_spin_ns = spin_ns;
+    if (p_register_callback(cb_slow, NULL) <= 0) die("register_callback failed");
+    void *bus = p_default();
+    char *buf = make_payload(size);
+    for (int i = 0; i < 1000; i++) p_push_json(buf);
+    p_flush(bus, -1);
+    atomic_store(&burst_delivered, 0);
+    long base = rss_kb();
+    pthread_t mon;
+    atomic_store(&burst_on, 1);
+    pthread_create(&mon, NULL, mon_main, NULL);
+    uint64_t errors = 0;
+    uint64_t t0 = mono_ns();
+    for (uint64_t i = 0; i < n; i++) {
+        if (p_push_json(buf) != 0) errors++;
+        atomic_store_explicit(&burst_pushed, i + 1, memory_order_relaxed);
+    }
+    uint64_t t1 = mono_ns();
+    atomic_store(&mon_stop, 1);
+    pthread_join(mon, NULL);
+    mon_sample();
+    uint64_t q_end = n - atomic_load(&burst_delivered);
+    long rss_end = rss_kb();
+    atomic_store(&burst_on, 0);
+    int32_t fr = p_flush(bus, -1);
+    uint64_t t2 = mono_ns();
+    uint64_t d = atomic_load(&burst_delivered);
+    double per = mon_maxq ? (mon_rss_at_maxq - base) * 1024.0 / (double)mon_maxq : 0;
+    printf("{\"workload\":\"burst\",\"messages\":%llu,\"size\":%zu,\"spin_ns\":%llu,"
+           "\"baseline_rss_kb\":%ld,\"max_queued\":%llu,\"rss_at_max_queued_kb\":%ld,"
+           "\"bytes_per_queued\":%.0f,\"queued_at_publish_end\":%llu,\"rss_at_publish_end_kb\":%ld,"
+           "\"peak_rss_kb\":%ld,\"maxrss_kb\":%ld,\"publish_seconds\":%.3f,\"drain_seconds\":%.3f,"
+           "\"delivered\":%llu,\"push_errors\":%llu,\"flush\":%d,\"ok\":%s}\n",
+           (unsigned long long)n, size, (unsigned long long)spin_ns, base,
+           (unsigned long long)mon_maxq, mon_rss_at_maxq, per, (unsigned long long)q_end, rss_end,
+           mon_maxrss, maxrss_kb(), (t1 - t0) / 1e9, (t2 - t1) / 1e9, (unsigned long long)d,
+           (unsigned long long)errors, fr, (d == n && errors == 0 && fr == 0) ? "true" : "false");
+    return 0;
+}
+
+/* ---------- fanout (full API only) ---------- */
+static int w_fanout(int others, uint64_t n, size_t size) {
+    if (!p_new || !p_subscribe || !p_publish) {
+        printf("{\"workload\":\"fanout\",\"others\":%d,\"na\":true}\n", others);
+        return 0;
+    }
+    void *bus = p_new("{}");
+    if (!bus) die("jsonbus_new failed");
+    sub_t *s = aligned_alloc(64, sizeof(sub_t));
+    memset(s, 0, sizeof *s);
+    s->expect_len = size;
+    if (p_subscribe(bus, "bench.target", cb_count, s) <= 0) die("subscribe failed");
+    uint64_t ts0 = mono_ns();
+    char pat[64];
+    for (int i = 0; i < others; i++) {
+        if (i % 2 == 0)
+            snprintf(pat, sizeof pat, "other.%d", i);
+        else
+            snprintf(pat, sizeof pat, "other.*.x%d.>", i);
+        if (p_subscribe(bus, pat, cb_nop, NULL) <= 0) {
+            fprintf(stderr, "subscribe %s: %s\n", pat, p_last_error ? p_last_error() : "?");
+            die("subscribe failed");
+        }
+    }
+    uint64_t ts1 = mono_ns();
+    char *buf = make_payload(size);
+    for (int i = 0; i < 100; i++) p_publish(bus, "bench.target", buf, size);
+    p_flush(bus, -1);
+    atomic_store(&s->count, 0);
+    uint64_t errors = 0;
+    double c0 = cpu_s();
+    uint64_t t0 = mono_ns();
+    for (uint64_t i = 0; i < n; i++)
+        if (p_publish(bus, "bench.target", buf, size) != 0) errors++;
+    uint64_t t1 = mono_ns();
+    int32_t fr = p_flush(bus, -1);
+    uint64_t t2 = mono_ns();
+    double c1 = cpu_s();
+    uint64_t d = atomic_load(&s->count);
+    printf("{\"workload\":\"fanout\",\"others\":%d,\"messages\":%llu,\"size\":%zu,"
+           "\"subscribe_ns_each\":%.0f,\"publish_ns\":%.1f,\"msgs_per_s\":%.1f,"
+           "\"cpu_ns_per_msg\":%.1f,\"delivered\":%llu,\"push_errors\":%llu,\"flush\":%d,"
+           "\"ok\":%s}\n",
+           others, (unsigned long long)n, size, others ? (ts1 - ts0) / (double)others : 0.0,
+           (t1 - t0) / (double)n, n / ((t2 - t0) / 1e9), (c1 - c0) * 1e9 / (double)n,
+           (unsigned long long)d, (unsigned long long)errors, fr,
+           (d == n && errors == 0 && fr == 0) ? "true" : "false");
+    if (p_free) p_free(bus);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr,
+                "usage: %s <lib.so> info | tput P SIZE S N | lat RATE SECONDS SIZE |"
+                " burst N SIZE SPIN_NS | fanout OTHERS N SIZE\n",
+                argv[0]);
+        return 2;
+    }
+    void *h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        fprintf(stderr, "driver: dlopen: %s\n", dlerror());
+        return 2;
+    }
+    p_register_callback = (int64_t(*)(jsonbus_callback, void *))sym(h, "register_callback", 1);
+    p_push_json = (int32_t(*)(const char *))sym(h, "push_json", 1);
+    p_default = (void *(*)(void))sym(h, "jsonbus_default", 1);
+    p_flush = (int32_t(*)(void *, int32_t))sym(h, "jsonbus_flush", 1);
+    p_now_ns = (uint64_t(*)(void))sym(h, "jsonbus_now_ns", 1);
+    p_new = (void *(*)(const char *))sym(h, "jsonbus_new", 0);
+    p_subscribe =
+        (int64_t(*)(void *, const char *, jsonbus_callback, void *))sym(h, "jsonbus_subscribe", 0);
+    p_publish = (int32_t(*)(void *, const char *, const char *, size_t))sym(h, "jsonbus_publish", 0);
+    p_free = (void (*)(void *))sym(h, "jsonbus_free", 0);
+    p_last_error = (const char *(*)(void))sym(h, "jsonbus_last_error", 0);
+    p_stats = (char *(*)(void *))sym(h, "jsonbus_stats", 0);
+    p_string_free = (void (*)(char *))sym(h, "jsonbus_string_free", 0);
+
+    const char *w = argv[2];
+    int rc = 2;
+    if (!strcmp(w, "info")) {
+        char *st = p_stats ? p_stats(p_default()) : NULL;
+        printf("{\"workload\":\"info\",\"full_api\":%s,\"now_ns\":%llu,\"mono_ns\":%llu,"
+               "\"stats\":%s}\n",
+               (p_new && p_subscribe && p_publish) ? "true" : "false",
+               (unsigned long long)p_now_ns(), (unsigned long long)mono_ns(), st ? st : "null");
+        if (st && p_string_free) p_string_free(st);
+        rc = 0;
+    } else if (!strcmp(w, "tput") && argc == 7) {
+        rc = w_tput(atoi(argv[3]), (size_t)atol(argv[4]), atoi(argv[5]),
+                    strtoull(argv[6], NULL, 10));
+    } else if (!strcmp(w, "lat") && argc == 6) {
+        rc = w_lat(atof(argv[3]), atof(argv[4]), (size_t)atol(argv[5]));
+    } else if (!strcmp(w, "burst") && argc == 6) {
+        rc = w_burst(strtoull(argv[3], NULL, 10), (size_t)atol(argv[4]),
+                     strtoull(argv[5], NULL, 10));
+    } else if (!strcmp(w, "fanout") && argc == 6) {
+        rc = w_fanout(atoi(argv[3]), strtoull(argv[4], NULL, 10), (size_t)atol(argv[5]));
+    } else {
+        fprintf(stderr, "driver: bad workload or arguments\n");
+        return 2;
+    }
+    fflush(stdout);
+    /* no library teardown: Go c-shared libraries cannot be unloaded, and a hang in a
+       contender's shutdown must not cost a measurement */
+    _exit(rc);
+}

@@ -1,0 +1,3 @@
+module jsonbus.bench/goseed
+
+go 1.22

@@ -1,0 +1,68 @@
+//! Dispatcher threads started with `pthread_create` rather than `std::thread::spawn`.
+//!
+//! `std::thread::spawn` runs std's spawn hooks, which register a thread-local destructor on the
+//! *calling* thread — the host's thread that called `jsonbus_new`. glibc keeps a library mapped
+//! while any thread holds a destructor from it, so `dlclose` could never unmap jsonbus. A thread
+//! started here registers nothing on its creator; it is joined by `Thread::join`.
+
+use std::io;
+
+/// A started thread, to be joined.
+pub struct Thread {
+    #[cfg(unix)]
+    id: libc::pthread_t,
+    #[cfg(not(unix))]
+    handle: std::thread::JoinHandle<()>,
+}
+
+type Body = Box<dyn FnOnce() + Send + 'static>;
+
+/// Starts a thread named `name` that runs `body`; a panic in `body` ends the thread only.
+#[cfg(unix)]
+pub fn spawn(name: &str, body: Body) -> io::Result<Thread> {
+    let arg = Box::into_raw(Box::new(body));
+    let mut id: libc::pthread_t = 0;
+    // SAFETY: `start` takes ownership of `arg`, a valid `Box<Body>`; default attributes.
+    let rc = unsafe { libc::pthread_create(&mut id, std::ptr::null(), start, arg.cast()) };
+    if rc != 0 {
+        // SAFETY: the thread was not created, so `arg` is still ours.
+        drop(unsafe { Box::from_raw(arg) });
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    #[cfg(target_os = "linux")]
+    if let Ok(name) = std::ffi::CString::new(&name.as_bytes()[..name.len().min(15)]) {
+        // SAFETY: `id` is a live thread; Linux names are at most 15 bytes plus the NUL.
+        unsafe { libc::pthread_setname_np(id, name.as_ptr()) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
+    Ok(Thread { id })
+}
+
+#[cfg(unix)]
+extern "C" fn start(arg: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: `spawn` passed a `Box<Body>` it gave up.
+    let body = unsafe { Box::from_raw(arg.cast::<Body>()) };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    std::ptr::null_mut()
+}
+
+/// Starts a thread (where there is no pthread, with std).
+#[cfg(not(unix))]
+pub fn spawn(name: &str, body: Body) -> io::Result<Thread> {
+    let handle = std::thread::Builder::new().name(name.into()).spawn(body)?;
+    Ok(Thread { handle })
+}
+
+impl Thread {
+    /// Waits for the thread to finish.
+    pub fn join(self) {
+        #[cfg(unix)]
+        // SAFETY: `id` is a thread this module started and nobody else joins or detaches.
+        unsafe {
+            libc::pthread_join(self.id, std::ptr::null_mut());
+        }
+        #[cfg(not(unix))]
+        let _ = self.handle.join();
+    }
+}
