@@ -11,7 +11,7 @@ use crate::subscription::{Callback, Subscription};
 use crate::topic::{self, Kind};
 use crate::{clock, validate};
 use crossbeam_channel::{Receiver, Sender};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -286,7 +286,7 @@ impl Bus {
             s.discarding.store(true, SeqCst);
             let subs: Vec<Arc<Subscription>> = s.core().subscriptions.values().cloned().collect();
             for sub in subs {
-                let queued = std::mem::take(&mut sub.queue().messages);
+                let queued = sub.take_all();
                 for m in &queued {
                     s.tracker.lost(m.epoch.gen);
                     s.count(Outcome::Discarded);
@@ -401,6 +401,12 @@ impl Shared {
         self.discarding.load(Relaxed)
     }
 
+    fn enqueue(&self, sub: &Arc<Subscription>, message: Arc<Message>) {
+        if sub.push(message) {
+            self.schedule(sub.clone());
+        }
+    }
+
     pub(crate) fn schedule(&self, sub: Arc<Subscription>) {
         // The receiving side lives as long as the bus's threads; a failed send means they are
         // gone, and close discards what is queued.
@@ -424,7 +430,7 @@ impl Shared {
     }
 
     /// Counts messages queued for an ended subscription as dropped, then drops them.
-    fn drop_queue(&self, queue: VecDeque<Arc<Message>>) {
+    fn drop_queue(&self, queue: Vec<Arc<Message>>) {
         self.counts.dropped.fetch_add(queue.len() as u64, Relaxed);
     }
 
@@ -508,18 +514,19 @@ impl Shared {
         let seq = core.seq;
         let epoch = parent.unwrap_or_else(|| core.epoch.clone());
         let message = Arc::new(Message::new(data, json.len(), seq, published_ns, epoch));
-        let mut routed = false;
+        // The last match takes the message itself; earlier ones take clones.
+        let core = &mut *core;
+        let mut last: Option<&Arc<Subscription>> = None;
         core.router.for_each_match(topic, |sub| {
-            routed = true;
-            if sub.push(message.clone()) {
-                self.schedule(sub.clone());
+            if let Some(prev) = last.replace(sub) {
+                self.enqueue(prev, message.clone());
             }
         });
         core.published += 1;
-        if !routed {
-            core.unrouted += 1;
+        match last {
+            Some(sub) => self.enqueue(sub, message),
+            None => core.unrouted += 1,
         }
-        drop(core);
         Ok(seq)
     }
 }

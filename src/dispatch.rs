@@ -57,56 +57,70 @@ pub fn worker(shared: Arc<Shared>, jobs: Receiver<Job>) {
     let spin = Duration::from_micros(shared.options.dispatcher_spin_us as u64);
     let mut batch = VecDeque::new();
     loop {
-        let job = match jobs.try_recv() {
-            Ok(job) => job,
-            Err(_) => match spin_for(&jobs, spin).map_or_else(|| jobs.recv(), Ok) {
-                Ok(job) => job,
-                Err(_) => break,
-            },
-        };
-        match job {
-            Job::Run(sub) => run(&shared, &sub, &mut batch),
-            Job::Stop => break,
+        if jobs.is_empty() {
+            spin_until(spin, || !jobs.is_empty());
+        }
+        match jobs.recv() {
+            Ok(Job::Run(sub)) => run(&shared, &sub, &mut batch, &jobs, spin),
+            Ok(Job::Stop) | Err(_) => break,
         }
     }
     PARENT.with(|p| p.borrow_mut().take());
     CURRENT.set((0, 0));
 }
 
-/// Polls the run queue for up to `spin` before the thread goes to sleep: waking a sleeping
-/// thread costs tens of microseconds, polling a few hundred nanoseconds.
-fn spin_for(jobs: &Receiver<Job>, spin: Duration) -> Option<Job> {
+/// Polls `ready` for up to `spin`; returns whether it became true. Waking a sleeping thread
+/// costs tens of microseconds, polling a few hundred nanoseconds.
+fn spin_until(spin: Duration, mut ready: impl FnMut() -> bool) -> bool {
     if spin.is_zero() {
-        return None;
+        return false;
     }
     let start = Instant::now();
     loop {
         for _ in 0..64 {
-            if let Ok(job) = jobs.try_recv() {
-                return Some(job);
+            if ready() {
+                return true;
             }
             std::hint::spin_loop();
         }
         if start.elapsed() >= spin {
-            return None;
+            return false;
         }
     }
 }
 
-/// Delivers up to `BATCH` messages of `sub`, then reschedules it if more are queued.
-fn run(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Message>>) {
-    {
-        let mut q = sub.queue();
-        if q.messages.len() <= BATCH {
-            std::mem::swap(&mut q.messages, batch);
-        } else {
-            batch.extend(q.messages.drain(..BATCH));
-        }
+/// Runs `sub`: delivers its queued messages in batches for as long as it has some and no other
+/// job waits. When its queue runs dry and nothing else waits, it keeps the subscription for up
+/// to `spin`, polling its queue: a publisher then only appends, with no hand-off to wake a
+/// thread for.
+fn run(
+    shared: &Shared,
+    sub: &Arc<Subscription>,
+    batch: &mut VecDeque<Arc<Message>>,
+    jobs: &Receiver<Job>,
+    spin: Duration,
+) {
+    loop {
+        sub.take(batch, BATCH);
         if batch.is_empty() {
-            q.scheduled = false;
-            return;
+            let more = spin_until(spin, || sub.has_queued() || !jobs.is_empty());
+            if more && sub.has_queued() && jobs.is_empty() {
+                continue;
+            }
+            break;
+        }
+        deliver(shared, sub, batch);
+        if !jobs.is_empty() {
+            break;
         }
     }
+    if sub.finish_run() {
+        shared.schedule(sub.clone());
+    }
+}
+
+/// Calls the callback for each message of `batch`, in order.
+fn deliver(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Message>>) {
     {
         let mut callback = sub.callback();
         while let Some(message) = batch.pop_front() {
@@ -152,10 +166,4 @@ fn run(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Messag
         }
     }
     PARENT.with(|p| p.borrow_mut().take());
-    let mut q = sub.queue();
-    if q.messages.is_empty() {
-        q.scheduled = false;
-    } else {
-        shared.schedule(sub.clone());
-    }
 }

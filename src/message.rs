@@ -9,27 +9,53 @@ use std::time::Instant;
 /// is dropped, which happens when every subscription it was routed to has returned from its
 /// callback or discarded it.
 pub struct Message {
-    /// The payload, a NUL, the topic, a NUL: one allocation, ready for C.
-    data: Box<[u8]>,
+    data: Packed,
     json_len: usize,
     pub seq: u64,
     pub published_ns: u64,
     pub(crate) epoch: Arc<Epoch>,
 }
 
+/// Bytes a message keeps inside itself; longer ones go to a second allocation.
+const INLINE: usize = 224;
+
+/// The payload, a NUL, the topic, a NUL: ready for C. Small messages are stored inline, so
+/// that the message and its bytes are one allocation.
+#[allow(clippy::large_enum_variant)] // inline on purpose: it lives inside the message's Arc
+pub(crate) enum Packed {
+    Inline(usize, [u8; INLINE]),
+    Heap(Box<[u8]>),
+}
+
+impl Packed {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Packed::Inline(len, bytes) => &bytes[..*len],
+            Packed::Heap(bytes) => bytes,
+        }
+    }
+}
+
 impl Message {
     /// Copies `topic` and `json` into one buffer.
-    pub(crate) fn pack(topic: &str, json: &[u8]) -> Box<[u8]> {
-        let mut data = Vec::with_capacity(json.len() + topic.len() + 2);
+    pub(crate) fn pack(topic: &str, json: &[u8]) -> Packed {
+        let len = json.len() + topic.len() + 2;
+        if len <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..json.len()].copy_from_slice(json);
+            bytes[json.len() + 1..len - 1].copy_from_slice(topic.as_bytes());
+            return Packed::Inline(len, bytes);
+        }
+        let mut data = Vec::with_capacity(len);
         data.extend_from_slice(json);
         data.push(0);
         data.extend_from_slice(topic.as_bytes());
         data.push(0);
-        data.into_boxed_slice()
+        Packed::Heap(data.into_boxed_slice())
     }
 
     pub(crate) fn new(
-        data: Box<[u8]>,
+        data: Packed,
         json_len: usize,
         seq: u64,
         published_ns: u64,
@@ -46,23 +72,24 @@ impl Message {
 
     /// The payload, exactly as published.
     pub fn json(&self) -> &[u8] {
-        &self.data[..self.json_len]
+        &self.data.bytes()[..self.json_len]
     }
 
     /// The payload followed by a NUL.
     pub fn json_with_nul(&self) -> &[u8] {
-        &self.data[..=self.json_len]
+        &self.data.bytes()[..=self.json_len]
     }
 
     /// The topic.
     pub fn topic(&self) -> &str {
+        let t = self.topic_with_nul();
         // Topics are checked printable ASCII; this cannot fail.
-        std::str::from_utf8(&self.data[self.json_len + 1..self.data.len() - 1]).unwrap_or("")
+        std::str::from_utf8(&t[..t.len() - 1]).unwrap_or("")
     }
 
     /// The topic followed by a NUL.
     pub fn topic_with_nul(&self) -> &[u8] {
-        &self.data[self.json_len + 1..]
+        &self.data.bytes()[self.json_len + 1..]
     }
 }
 
@@ -129,7 +156,8 @@ pub enum Room {
 
 /// What the bus's waiters wait on: capacity held by messages, flush epochs done, and closing.
 /// One mutex and condition variable serve every waiter; the hot path touches only atomics
-/// unless someone is waiting.
+/// unless someone is waiting, and then only the first release after a waiter went to sleep
+/// wakes it: a full bus must not turn every delivery into a system call.
 pub struct Tracker {
     capacity: usize,
     held: AtomicUsize,
@@ -138,6 +166,8 @@ pub struct Tracker {
     lost_gen: AtomicU64,
     closed: AtomicBool,
     waiters: AtomicUsize,
+    /// Set by the release that wakes the waiters; cleared by each waiter before it looks again.
+    wake_pending: AtomicBool,
     lock: Mutex<()>,
     cv: Condvar,
 }
@@ -151,6 +181,7 @@ impl Tracker {
             lost_gen: AtomicU64::new(u64::MAX),
             closed: AtomicBool::new(false),
             waiters: AtomicUsize::new(0),
+            wake_pending: AtomicBool::new(false),
             lock: Mutex::new(()),
             cv: Condvar::new(),
         }
@@ -200,7 +231,9 @@ impl Tracker {
     /// Gives back one unit of capacity.
     pub fn release(&self) {
         self.held.fetch_sub(1, SeqCst);
-        self.wake();
+        if self.waiters.load(SeqCst) > 0 && !self.wake_pending.swap(true, SeqCst) {
+            self.notify();
+        }
     }
 
     pub fn close(&self) {
@@ -232,6 +265,8 @@ impl Tracker {
         let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.waiters.fetch_add(1, SeqCst);
         let result = loop {
+            // Cleared before looking: a release after this point wakes us again.
+            self.wake_pending.store(false, SeqCst);
             if ready() {
                 break true;
             }
@@ -256,9 +291,13 @@ impl Tracker {
 
     fn wake(&self) {
         if self.waiters.load(SeqCst) > 0 {
-            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.cv.notify_all();
+            self.notify();
         }
+    }
+
+    fn notify(&self) {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.cv.notify_all();
     }
 }
 
@@ -285,16 +324,21 @@ mod tests {
 
     #[test]
     fn a_message_holds_capacity_until_dropped() {
-        let t = Arc::new(Tracker::new(1));
+        let t = Arc::new(Tracker::new(2));
         let e = Epoch::first(t.clone());
         assert!(t.try_reserve());
-        let m = Message::new(Message::pack("a.b", b"[1]"), 3, 1, 0, e);
+        let m = Message::new(Message::pack("a.b", b"[1]"), 3, 1, 0, e.clone());
         assert_eq!(m.json(), b"[1]");
         assert_eq!(m.json_with_nul(), b"[1]\0");
         assert_eq!(m.topic(), "a.b");
         assert_eq!(m.topic_with_nul(), b"a.b\0");
+        assert!(t.try_reserve());
+        let big = vec![b' '; 1000];
+        let heap = Message::new(Message::pack("t", &big), 1000, 2, 0, e);
+        assert_eq!((heap.json(), heap.topic()), (&big[..], "t"));
         assert!(!t.try_reserve());
         drop(m);
+        drop(heap);
         assert_eq!(t.held(), 0);
     }
 

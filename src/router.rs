@@ -91,7 +91,7 @@ impl<T> Router<T> {
     }
 
     /// Calls `visit` once for every entry whose pattern matches the checked `topic`.
-    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&T)) {
+    pub fn for_each_match<'a>(&'a self, topic: &str, mut visit: impl FnMut(&'a T)) {
         // Topics hold at most 128 tokens (256 bytes); walk them from a stack buffer.
         let mut buf: [&str; 129] = [""; 129];
         let mut n = 0;
@@ -120,7 +120,7 @@ impl<T> Router<T> {
     }
 }
 
-fn walk<T>(node: &Node<T>, tokens: &[&str], visit: &mut impl FnMut(&T)) {
+fn walk<'a, T>(node: &'a Node<T>, tokens: &[&str], visit: &mut impl FnMut(&'a T)) {
     let Some((first, rest)) = tokens.split_first() else {
         node.here.iter().for_each(|(_, v)| visit(v));
         return;

@@ -62,7 +62,8 @@ enum Refusal {
     TooDeep(usize),
 }
 
-/// The open arrays and objects: one bit per level (1 = object), the first 64 in a register.
+/// The kinds of the enclosing containers (1 = object), one bit per level, the first 64 in a
+/// register: what a closing bracket returns to.
 struct Nesting {
     depth: usize,
     low: u64,
@@ -72,21 +73,22 @@ struct Nesting {
 impl Nesting {
     fn push(&mut self, object: bool) {
         let (word, bit) = (self.depth / 64, self.depth % 64);
-        if word == 0 {
-            self.low = (self.low & !(1 << bit)) | ((object as u64) << bit);
-        } else {
-            if self.high.len() < word {
-                self.high.push(0);
+        let w = match word {
+            0 => &mut self.low,
+            _ => {
+                if self.high.len() < word {
+                    self.high.push(0);
+                }
+                &mut self.high[word - 1]
             }
-            let w = &mut self.high[word - 1];
-            *w = (*w & !(1 << bit)) | ((object as u64) << bit);
-        }
+        };
+        *w = (*w & !(1 << bit)) | ((object as u64) << bit);
         self.depth += 1;
     }
 
-    /// Whether the innermost open container is an object.
-    fn in_object(&self) -> bool {
-        let (word, bit) = ((self.depth - 1) / 64, (self.depth - 1) % 64);
+    fn pop(&mut self) -> bool {
+        self.depth -= 1;
+        let (word, bit) = (self.depth / 64, self.depth % 64);
         let w = if word == 0 {
             self.low
         } else {
@@ -98,96 +100,98 @@ impl Nesting {
 
 /// Validates UTF-8 text as exactly one JSON value (RFC 8259) nested at most `max_depth` deep.
 fn scan(b: &[u8], max_depth: usize) -> Result<(), Refusal> {
+    let syntax = |at: usize| Refusal::Syntax(at.min(b.len()));
     let mut nest = Nesting {
         depth: 0,
         low: 0,
         high: Vec::new(),
     };
-    let mut i = skip_ws(b, 0);
-    'value: loop {
+    // Whether the innermost open container is an object (meaningless at depth 0).
+    let mut object = false;
+    let mut i = ws(b, 0);
+    loop {
         // A value starts at `i`.
-        match b.get(i).copied() {
-            Some(open @ (b'{' | b'[')) => {
+        let Some(&c) = b.get(i) else {
+            return Err(syntax(i));
+        };
+        let end = match c {
+            b'"' => string(b, i + 1),
+            b'{' | b'[' => {
                 if nest.depth == max_depth {
                     return Err(Refusal::TooDeep(i));
                 }
-                let object = open == b'{';
                 nest.push(object);
-                i = skip_ws(b, i + 1);
-                let close = if object { b'}' } else { b']' };
-                if b.get(i) == Some(&close) {
-                    i += 1;
-                    nest.depth -= 1;
+                object = c == b'{';
+                i = ws(b, i + 1);
+                if b.get(i) == Some(&(c + 2)) {
+                    // `{}` or `[]`: '}' and ']' follow '{' and '[' by two in ASCII.
+                    object = nest.pop();
+                    Some(i + 1)
                 } else {
                     if object {
-                        i = skip_ws(b, key(b, i)?);
+                        i = key(b, i).ok_or_else(|| syntax(i))?;
                     }
-                    continue 'value;
+                    continue;
                 }
             }
-            Some(b'"') => i = string(b, i + 1)?,
-            Some(b'-' | b'0'..=b'9') => i = number(b, i)?,
-            Some(b't') => i = literal(b, i, b"true")?,
-            Some(b'f') => i = literal(b, i, b"false")?,
-            Some(b'n') => i = literal(b, i, b"null")?,
-            _ => return Err(Refusal::Syntax(i)),
-        }
-        // After a value: close as many containers as the input closes, then a comma or the end.
+            b't' => literal(b, i, b"true"),
+            b'f' => literal(b, i, b"false"),
+            b'n' => literal(b, i, b"null"),
+            _ => number(b, i),
+        };
+        i = end.ok_or_else(|| syntax(i))?;
+        // After a value: close what the input closes, then a comma or the end.
         loop {
-            i = skip_ws(b, i);
+            i = ws(b, i);
             if nest.depth == 0 {
-                return if i == b.len() {
-                    Ok(())
-                } else {
-                    Err(Refusal::Syntax(i))
-                };
+                return if i == b.len() { Ok(()) } else { Err(syntax(i)) };
             }
-            let object = nest.in_object();
-            match b.get(i).copied() {
-                Some(b',') => {
-                    i = skip_ws(b, i + 1);
+            match (b.get(i), object) {
+                (Some(b','), _) => {
+                    i = ws(b, i + 1);
                     if object {
-                        i = skip_ws(b, key(b, i)?);
+                        i = key(b, i).ok_or_else(|| syntax(i))?;
                     }
-                    continue 'value;
+                    break;
                 }
-                Some(b'}') if object => {}
-                Some(b']') if !object => {}
-                _ => return Err(Refusal::Syntax(i)),
+                (Some(b'}'), true) | (Some(b']'), false) => {
+                    object = nest.pop();
+                    i += 1;
+                }
+                _ => return Err(syntax(i)),
             }
-            i += 1;
-            nest.depth -= 1;
         }
     }
 }
 
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
+/// Skips white space.
+#[inline(always)]
+fn ws(b: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(i) {
         i += 1;
     }
     i
 }
 
-/// An object key and its colon, starting at `i`; returns the offset after the colon.
-fn key(b: &[u8], i: usize) -> Result<usize, Refusal> {
+/// An object key and its colon, starting at `i`; returns where the value starts.
+#[inline(always)]
+fn key(b: &[u8], i: usize) -> Option<usize> {
     if b.get(i) != Some(&b'"') {
-        return Err(Refusal::Syntax(i));
+        return None;
     }
-    let i = skip_ws(b, string(b, i + 1)?);
-    if b.get(i) != Some(&b':') {
-        return Err(Refusal::Syntax(i));
-    }
-    Ok(i + 1)
+    let i = ws(b, string(b, i + 1)?);
+    (b.get(i) == Some(&b':')).then(|| ws(b, i + 1))
 }
 
 /// The rest of a string whose opening quote was just before `i`; returns the offset after the
 /// closing quote. The text is valid UTF-8 already, so only quotes, escapes and control
 /// characters matter; eight bytes are checked at a time.
-fn string(b: &[u8], mut i: usize) -> Result<usize, Refusal> {
+#[inline]
+fn string(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
-        let mut tail = b.get(i..).unwrap_or_default().chunks_exact(8);
-        for chunk in &mut tail {
-            let w = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        // Eight bytes at a time while eight remain.
+        while let Some(chunk) = b.get(i..i + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().ok()?);
             match special(w) {
                 0 => i += 8,
                 // The lowest flagged byte is always a true one.
@@ -197,29 +201,24 @@ fn string(b: &[u8], mut i: usize) -> Result<usize, Refusal> {
                 }
             }
         }
-        // `b[i]` is a special byte, or fewer than eight bytes remain: go byte by byte.
-        match b.get(i).copied() {
-            None => return Err(Refusal::Syntax(i)),
-            Some(b'"') => return Ok(i + 1),
-            Some(b'\\') => {
-                i += 1;
-                match b.get(i).copied() {
-                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 1,
-                    Some(b'u') => match b.get(i + 1..i + 5) {
-                        Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => i += 5,
-                        _ => return Err(Refusal::Syntax(i)),
-                    },
-                    _ => return Err(Refusal::Syntax(i)),
-                }
+        match *b.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                i += match *b.get(i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
+                    b'u' if b.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => 6,
+                    _ => return None,
+                };
             }
-            Some(c) if c < 0x20 => return Err(Refusal::Syntax(i)),
-            Some(_) => i += 1,
+            c if c < 0x20 => return None,
+            _ => i += 1,
         }
     }
 }
 
 /// The high bit of each byte of `w` that may be '"', '\\' or below 0x20; of those, the lowest
 /// set bit always marks a real one.
+#[inline(always)]
 fn special(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v;
@@ -230,23 +229,20 @@ fn special(w: u64) -> u64 {
 }
 
 /// A number starting at `i`: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
-fn number(b: &[u8], mut i: usize) -> Result<usize, Refusal> {
+#[inline]
+fn number(b: &[u8], mut i: usize) -> Option<usize> {
     let digits = |mut i: usize| {
         let start = i;
         while b.get(i).is_some_and(u8::is_ascii_digit) {
             i += 1;
         }
-        if i == start {
-            Err(Refusal::Syntax(i))
-        } else {
-            Ok(i)
-        }
+        (i > start).then_some(i)
     };
-    if b[i] == b'-' {
+    if b.get(i) == Some(&b'-') {
         i += 1;
     }
-    i = match b.get(i) {
-        Some(b'0') => i + 1,
+    i = match b.get(i)? {
+        b'0' => i + 1,
         _ => digits(i)?,
     };
     if b.get(i) == Some(&b'.') {
@@ -259,15 +255,12 @@ fn number(b: &[u8], mut i: usize) -> Result<usize, Refusal> {
         }
         i = digits(i)?;
     }
-    Ok(i)
+    Some(i)
 }
 
-fn literal(b: &[u8], i: usize, word: &[u8]) -> Result<usize, Refusal> {
-    if b.get(i..i + word.len()) == Some(word) {
-        Ok(i + word.len())
-    } else {
-        Err(Refusal::Syntax(i))
-    }
+#[inline]
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    (b.get(i..i + word.len())? == word).then_some(i + word.len())
 }
 
 /// 1-based line and column of byte `at`, as serde_json counts them.

@@ -575,7 +575,7 @@ fn flush_is_not_held_up_by_later_publishes() {
 
 #[test]
 fn publish_cost_does_not_grow_with_subscriptions_on_other_topics() {
-    fn cost(extra: usize) -> Duration {
+    fn bus_with(extra: usize) -> Bus {
         let bus = bus(r#"{"queue_capacity":1000000}"#);
         bus.subscribe("orders.eu.new", Box::new(|_| OK)).unwrap();
         for i in 0..extra {
@@ -586,28 +586,33 @@ fn publish_cost_does_not_grow_with_subscriptions_on_other_topics() {
             };
             bus.subscribe(&p, Box::new(|_| OK)).unwrap();
         }
-        let payload = br#"{"id":1,"px":101.5,"sym":"ABC"}"#;
-        let mut best = Duration::MAX;
-        for _ in 0..7 {
-            let t = Instant::now();
-            for _ in 0..20_000 {
-                bus.publish("orders.eu.new", payload).unwrap();
-            }
-            best = best.min(t.elapsed());
-            bus.flush(None).unwrap();
-        }
-        bus.close(None).unwrap();
-        best
+        bus
     }
-    let one = cost(0);
-    let many = cost(10_000);
-    eprintln!(
-        "20k publishes: {one:?} with 1 subscription, {many:?} with 10,000 more on other topics"
-    );
+    fn round(bus: &Bus) -> Duration {
+        let payload = br#"{"id":1,"px":101.5,"sym":"ABC"}"#;
+        let t = Instant::now();
+        for _ in 0..5_000 {
+            bus.publish("orders.eu.new", payload).unwrap();
+        }
+        let took = t.elapsed();
+        bus.flush(None).unwrap();
+        took
+    }
+    // Rounds alternate between the two buses, and the best of each counts: other tests run
+    // meanwhile, and noise only ever adds time.
+    let (one, many) = (bus_with(0), bus_with(10_000));
+    let (mut best_one, mut best_many) = (Duration::MAX, Duration::MAX);
+    for _ in 0..15 {
+        best_one = best_one.min(round(&one));
+        best_many = best_many.min(round(&many));
+    }
+    eprintln!("5k publishes: {best_one:?} with 1 subscription, {best_many:?} with 10,000 more on other topics");
     assert!(
-        many < one * 2,
-        "publish cost grew with non-matching subscriptions: {one:?} -> {many:?}"
+        best_many < best_one * 2,
+        "publish cost grew with non-matching subscriptions: {best_one:?} -> {best_many:?}"
     );
+    one.close(None).unwrap();
+    many.close(None).unwrap();
 }
 
 #[test]
