@@ -17,6 +17,12 @@ pub fn check_payload(json: &[u8], max_bytes: usize, max_depth: usize) -> Result<
             ),
         ));
     }
+    let refusal = match scan(json, max_depth) {
+        Ok(()) => return Ok(()),
+        Err(r) => r,
+    };
+    // `scan` checks UTF-8 inside strings, and any other non-ASCII byte is refused as syntax;
+    // invalid UTF-8 anywhere is reported as such, before any JSON error.
     if let Err(e) = std::str::from_utf8(json) {
         return Err(Error::new(
             Status::Utf8,
@@ -26,16 +32,15 @@ pub fn check_payload(json: &[u8], max_bytes: usize, max_depth: usize) -> Result<
             ),
         ));
     }
-    match scan(json, max_depth) {
-        Ok(()) => Ok(()),
-        Err(Refusal::TooDeep(at)) => {
+    match refusal {
+        Refusal::TooDeep(at) => {
             let (line, column) = line_column(json, at);
             Err(Error::new(
                 Status::Json,
                 format!("payload is not valid JSON: nesting deeper than max_depth {max_depth} at line {line} column {column}"),
             ))
         }
-        Err(Refusal::Syntax(at)) => {
+        Refusal::Syntax(at) => {
             let mut de = serde_json::Deserializer::from_slice(json);
             let why = match serde::Deserialize::deserialize(&mut de).and_then(|IgnoredAny| de.end())
             {
@@ -98,7 +103,9 @@ impl Nesting {
     }
 }
 
-/// Validates UTF-8 text as exactly one JSON value (RFC 8259) nested at most `max_depth` deep.
+/// Validates bytes as exactly one JSON value (RFC 8259) in UTF-8, nested at most `max_depth`
+/// deep. It checks UTF-8 only where JSON allows non-ASCII bytes (in strings); the caller tells
+/// a UTF-8 error from a syntax error when it refuses.
 fn scan(b: &[u8], max_depth: usize) -> Result<(), Refusal> {
     let syntax = |at: usize| Refusal::Syntax(at.min(b.len()));
     let mut nest = Nesting {
@@ -167,7 +174,11 @@ fn scan(b: &[u8], max_depth: usize) -> Result<(), Refusal> {
 /// Skips white space.
 #[inline(always)]
 fn ws(b: &[u8], mut i: usize) -> usize {
-    while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(i) {
+    // Compact JSON has none: one comparison decides most calls.
+    while let Some(&c) = b.get(i) {
+        if c > b' ' || !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+            break;
+        }
         i += 1;
     }
     i
@@ -184,9 +195,9 @@ fn key(b: &[u8], i: usize) -> Option<usize> {
 }
 
 /// The rest of a string whose opening quote was just before `i`; returns the offset after the
-/// closing quote. The text is valid UTF-8 already, so only quotes, escapes and control
-/// characters matter; eight bytes are checked at a time.
-#[inline]
+/// closing quote. Quotes, escapes, control characters and non-ASCII bytes (which must form
+/// UTF-8) need a look; eight bytes are checked at a time for them.
+#[inline(always)]
 fn string(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
         // Eight bytes at a time while eight remain.
@@ -211,13 +222,23 @@ fn string(b: &[u8], mut i: usize) -> Option<usize> {
                 };
             }
             c if c < 0x20 => return None,
-            _ => i += 1,
+            c if c < 0x80 => i += 1,
+            c => {
+                let len = match c {
+                    0xc2..=0xdf => 2,
+                    0xe0..=0xef => 3,
+                    0xf0..=0xf4 => 4,
+                    _ => return None,
+                };
+                std::str::from_utf8(b.get(i..i + len)?).ok()?;
+                i += len;
+            }
         }
     }
 }
 
-/// The high bit of each byte of `w` that may be '"', '\\' or below 0x20; of those, the lowest
-/// set bit always marks a real one.
+/// The high bit of each byte of `w` that may be '"', '\\', below 0x20 or above 0x7F; of those,
+/// the lowest set bit always marks a real one.
 #[inline(always)]
 fn special(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -225,7 +246,7 @@ fn special(w: u64) -> u64 {
     let quote = has_zero(w ^ (ONES * b'"' as u64));
     let slash = has_zero(w ^ (ONES * b'\\' as u64));
     let control = w.wrapping_sub(ONES * 0x20) & !w;
-    (quote | slash | control) & (ONES * 0x80)
+    (quote | slash | control | w) & (ONES * 0x80)
 }
 
 /// A number starting at `i`: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
@@ -456,5 +477,84 @@ mod tests {
             scan(swapped.as_bytes(), 300),
             Err(Refusal::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn utf8_inside_strings_is_checked_and_refusals_say_utf8_first() {
+        for ok in [
+            "\"caf\u{e9}\"",
+            "[\"\u{20ac}\u{1F600}\"]",
+            "{\"\u{e9}\":\"\u{10FFFF}\"}",
+        ] {
+            assert_eq!(scan(ok.as_bytes(), 8), Ok(()), "{ok}");
+        }
+        for bad in [
+            &b"\"\xff\""[..],
+            b"\"\xc3\"",
+            b"\"\xed\xa0\x80\"",
+            b"\"\xf4\x90\x80\x80\"",
+            b"\"\xc0\xaf\"",
+            b"\"abcdefgh\xe2\x82\"",
+            b"[1, \xc3\xa9]",
+        ] {
+            assert!(scan(bad, 8).is_err(), "{bad:?}");
+            let e = check_payload(bad, 100, 8).unwrap_err();
+            let want = if std::str::from_utf8(bad).is_ok() {
+                Status::Json
+            } else {
+                Status::Utf8
+            };
+            assert_eq!(e.status, want, "{bad:?}");
+        }
+        // Invalid UTF-8 after a JSON error is still a UTF-8 error.
+        assert_eq!(
+            check_payload(b"[1,,\xff]", 100, 8).unwrap_err().status,
+            Status::Utf8
+        );
+    }
+
+    #[test]
+    fn agrees_with_from_utf8_and_serde_json_on_random_bytes() {
+        const PIECES: [&[u8]; 16] = [
+            b"\"",
+            b"[",
+            b"]",
+            b"{",
+            b"}",
+            b":",
+            b",",
+            b"1",
+            b"\xc3\xa9",
+            b"\xc3",
+            b"\xa9",
+            b"\xff",
+            b"\xe2\x82\xac",
+            b"\xed\xa0\x80",
+            b"abcdefgh",
+            b"\\",
+        ];
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..300_000 {
+            let n = 1 + next() % 10;
+            let doc: Vec<u8> = (0..n)
+                .flat_map(|_| {
+                    PIECES[(next() % PIECES.len() as u64) as usize]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            let want = std::str::from_utf8(&doc).is_ok() && serde_accepts(&doc);
+            assert_eq!(
+                check_payload(&doc, 1 << 20, usize::MAX).is_ok(),
+                want,
+                "{doc:?}"
+            );
+        }
     }
 }
