@@ -56,14 +56,16 @@ pub fn worker(shared: Arc<Shared>, jobs: Receiver<Job>) {
     CURRENT.set((shared.id, 0));
     let spin = Duration::from_micros(shared.options.dispatcher_spin_us as u64);
     let mut batch = VecDeque::new();
+    // Whether the thread just spent its spin polling a subscription's queue.
+    let mut spun = false;
     loop {
-        if jobs.is_empty() {
+        if !spun && jobs.is_empty() {
             spin_until(spin, || !jobs.is_empty());
         }
-        match jobs.recv() {
+        spun = match jobs.recv() {
             Ok(Job::Run(sub)) => run(&shared, &sub, &mut batch, &jobs, spin),
             Ok(Job::Stop) | Err(_) => break,
-        }
+        };
     }
     PARENT.with(|p| p.borrow_mut().take());
     CURRENT.set((0, 0));
@@ -92,14 +94,15 @@ fn spin_until(spin: Duration, mut ready: impl FnMut() -> bool) -> bool {
 /// Runs `sub`: delivers its queued messages in batches for as long as it has some and no other
 /// job waits. When its queue runs dry and nothing else waits, it keeps the subscription for up
 /// to `spin`, polling its queue: a publisher then only appends, with no hand-off to wake a
-/// thread for.
+/// thread for. Returns whether that spin ran out (the thread has spun enough to sleep).
 fn run(
     shared: &Shared,
     sub: &Arc<Subscription>,
     batch: &mut VecDeque<Arc<Message>>,
     jobs: &Receiver<Job>,
     spin: Duration,
-) {
+) -> bool {
+    let mut spun = false;
     loop {
         sub.take(batch, BATCH);
         if batch.is_empty() {
@@ -107,6 +110,7 @@ fn run(
             if more && sub.has_queued() && jobs.is_empty() {
                 continue;
             }
+            spun = !more;
             break;
         }
         deliver(shared, sub, batch);
@@ -117,6 +121,7 @@ fn run(
     if sub.finish_run() {
         shared.schedule(sub.clone());
     }
+    spun
 }
 
 /// Calls the callback for each message of `batch`, in order.

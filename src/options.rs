@@ -28,7 +28,7 @@ impl Default for Options {
             publish_timeout_ms: -1,
             max_message_bytes: 16 * 1024 * 1024,
             max_depth: 128,
-            dispatcher_spin_us: 50,
+            dispatcher_spin_us: 100,
         }
     }
 }
