@@ -35,8 +35,9 @@ pub struct Shared {
     core: Mutex<Core>,
     jobs: Sender<Job>,
     workers: Mutex<Vec<Thread>>,
-    /// Held by a close from start to end; true once a close has finished.
-    closing: Mutex<bool>,
+    /// Held by a close from start to end, so that a second close waits for the first.
+    closing: Mutex<()>,
+    /// Set once a close has finished: no threads, no subscriptions.
     finished: AtomicBool,
     discarding: AtomicBool,
     counts: Counts,
@@ -47,8 +48,8 @@ pub struct Shared {
 /// subscription sees shared messages in the same order.
 struct Core {
     closed: bool,
+    /// The last `seq` given, which is also the number of messages accepted.
     seq: u64,
-    published: u64,
     unrouted: u64,
     epoch: Arc<Epoch>,
     router: Router<Arc<Subscription>>,
@@ -96,7 +97,6 @@ pub struct Stats {
     pub subscriptions: u64,
     pub callback_failures: u64,
     pub dispatcher_threads: u64,
-    pub last_seq: u64,
     /// Refused publishes by reason: json, utf8, topic, too_large, full, closed.
     pub rejected: [(&'static str, u64); 6],
 }
@@ -121,7 +121,6 @@ impl Bus {
             core: Mutex::new(Core {
                 closed: false,
                 seq: 0,
-                published: 0,
                 unrouted: 0,
                 epoch: Epoch::first(tracker.clone()),
                 router: Router::default(),
@@ -131,7 +130,7 @@ impl Bus {
             tracker,
             jobs,
             workers: Mutex::new(Vec::new()),
-            closing: Mutex::new(false),
+            closing: Mutex::new(()),
             finished: AtomicBool::new(false),
             discarding: AtomicBool::new(false),
             counts: Counts::default(),
@@ -273,8 +272,8 @@ impl Bus {
                 "close was called from a callback of the same bus, which it would wait for",
             ));
         }
-        let mut finished = s.closing.lock().unwrap_or_else(|p| p.into_inner());
-        if *finished {
+        let _closing = s.closing.lock().unwrap_or_else(|p| p.into_inner());
+        if s.finished.load(SeqCst) {
             return Ok(());
         }
         s.core().closed = true;
@@ -303,7 +302,6 @@ impl Bus {
             s.drop_queue(sub.close());
             *sub.callback() = None;
         }
-        *finished = true;
         s.finished.store(true, SeqCst);
         match s.counts.discarded_by_close.load(SeqCst) {
             0 => Ok(()),
@@ -323,14 +321,9 @@ impl Bus {
     pub fn stats(&self) -> Stats {
         let s = &self.shared;
         let c = &s.counts;
-        let (published, unrouted, last_seq, subscriptions) = {
+        let (published, unrouted, subscriptions) = {
             let core = s.core();
-            (
-                core.published,
-                core.unrouted,
-                core.seq,
-                core.subscriptions.len() as u64,
-            )
+            (core.seq, core.unrouted, core.subscriptions.len() as u64)
         };
         let mut rejected = [("", 0); 6];
         for (i, (name, _)) in REJECT_REASONS.iter().enumerate() {
@@ -345,7 +338,6 @@ impl Bus {
             subscriptions,
             callback_failures: c.callback_failures.load(Relaxed),
             dispatcher_threads: s.threads as u64,
-            last_seq,
             rejected,
         }
     }
@@ -373,7 +365,7 @@ impl Stats {
             .map(|(k, v)| format!("\"{k}\":{v}"))
             .collect();
         format!(
-            "{{\"published\":{},\"delivered\":{},\"unrouted\":{},\"dropped\":{},\"queued\":{},\"subscriptions\":{},\"callback_failures\":{},\"dispatcher_threads\":{},\"last_seq\":{},\"rejected\":{{{}}}}}",
+            "{{\"published\":{},\"delivered\":{},\"unrouted\":{},\"dropped\":{},\"queued\":{},\"subscriptions\":{},\"callback_failures\":{},\"dispatcher_threads\":{},\"rejected\":{{{}}}}}",
             self.published,
             self.delivered,
             self.unrouted,
@@ -382,7 +374,6 @@ impl Stats {
             self.subscriptions,
             self.callback_failures,
             self.dispatcher_threads,
-            self.last_seq,
             rejected.join(",")
         )
     }
@@ -522,7 +513,6 @@ impl Shared {
                 self.enqueue(prev, message.clone());
             }
         });
-        core.published += 1;
         match last {
             Some(sub) => self.enqueue(sub, message),
             None => core.unrouted += 1,

@@ -249,7 +249,7 @@ pub extern "C" fn jsonbus_flush(bus: *mut jsonbus, timeout_ms: i32) -> i32 {
 
 /// The bus's counters as a JSON object (free it with `jsonbus_string_free`), or NULL with the
 /// last error set. Keys, all integers unless said:
-/// - `published`: messages accepted; `last_seq`: the `seq` of the last one;
+/// - `published`: messages accepted (also the `seq` of the last one);
 /// - `delivered`: callback invocations;
 /// - `unrouted`: accepted messages that matched no subscription;
 /// - `dropped`: deliveries discarded - by a close that ran out of time, or queued for a
