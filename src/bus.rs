@@ -229,8 +229,22 @@ impl Bus {
                 "jsonbus_flush was called from a callback of the same bus, which it would wait for",
             ));
         }
-        if s.finished.load(SeqCst) || s.tracker.held() == 0 {
+        if s.finished.load(SeqCst) {
             return Ok(());
+        }
+        let lost = || {
+            Error::new(
+                Status::Closed,
+                "the bus was closed and discarded messages this flush waited for",
+            )
+        };
+        if s.tracker.held() == 0 {
+            // Nothing is held, so every earlier message is done: delivered, or discarded by a
+            // close that is still running (only a close discards).
+            return match s.tracker.any_lost() {
+                true => Err(lost()),
+                false => Ok(()),
+            };
         }
         let closed_epoch = {
             let mut core = s.core();
@@ -253,10 +267,7 @@ impl Bus {
             ));
         }
         if s.tracker.lost_by(gen) {
-            return Err(Error::new(
-                Status::Closed,
-                "the bus was closed and discarded messages this flush waited for",
-            ));
+            return Err(lost());
         }
         Ok(())
     }

@@ -255,6 +255,11 @@ impl Tracker {
         self.lost_gen.fetch_min(gen, SeqCst);
     }
 
+    /// Whether a close discarded any message.
+    pub fn any_lost(&self) -> bool {
+        self.lost_gen.load(SeqCst) != u64::MAX
+    }
+
     /// Whether a close discarded a message of epoch `gen` or earlier.
     pub fn lost_by(&self, gen: u64) -> bool {
         self.lost_gen.load(SeqCst) <= gen
