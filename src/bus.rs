@@ -1,7 +1,7 @@
 //! The bus: publish (validate, copy once, number, route, enqueue), subscribe, unsubscribe,
 //! flush, close and stats. Safe Rust; the C layer in `ffi` is a thin wrapper over it.
 
-use crate::dispatch::{self, Job};
+use crate::dispatch::{self, Job, RunQueue};
 use crate::ffi::thread::{self, Thread};
 use crate::message::{Epoch, Message, Room, Tracker};
 use crate::options::Options;
@@ -10,7 +10,6 @@ use crate::status::{Error, Status};
 use crate::subscription::{Callback, Subscription};
 use crate::topic::{self, Kind};
 use crate::{clock, validate};
-use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,7 +32,7 @@ pub struct Shared {
     threads: usize,
     pub tracker: Arc<Tracker>,
     core: Mutex<Core>,
-    jobs: Sender<Job>,
+    pub(crate) run_queue: RunQueue,
     workers: Mutex<Vec<Thread>>,
     /// Held by a close from start to end, so that a second close waits for the first.
     closing: Mutex<()>,
@@ -114,7 +113,6 @@ impl Bus {
     pub fn new(options: Options) -> Result<Bus, Error> {
         let threads = options.resolved_threads();
         let tracker = Arc::new(Tracker::new(options.queue_capacity));
-        let (jobs, queue): (Sender<Job>, Receiver<Job>) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             id: NEXT_BUS.fetch_add(1, Relaxed),
             threads,
@@ -128,7 +126,7 @@ impl Bus {
             }),
             options,
             tracker,
-            jobs,
+            run_queue: RunQueue::default(),
             workers: Mutex::new(Vec::new()),
             closing: Mutex::new(()),
             finished: AtomicBool::new(false),
@@ -136,10 +134,10 @@ impl Bus {
             counts: Counts::default(),
         });
         for i in 0..threads {
-            let (s, q) = (shared.clone(), queue.clone());
+            let s = shared.clone();
             let started = thread::spawn(
                 &format!("jsonbus-{i}"),
-                Box::new(move || dispatch::worker(s, q)),
+                Box::new(move || dispatch::worker(s)),
             );
             match started {
                 Ok(handle) => shared.workers().push(handle),
@@ -410,9 +408,7 @@ impl Shared {
     }
 
     pub(crate) fn schedule(&self, sub: Arc<Subscription>) {
-        // The receiving side lives as long as the bus's threads; a failed send means they are
-        // gone, and close discards what is queued.
-        let _ = self.jobs.send(Job::Run(sub));
+        self.run_queue.push(Job::Run(sub));
     }
 
     pub(crate) fn count(&self, outcome: Outcome) {
@@ -451,11 +447,13 @@ impl Shared {
     fn stop_workers(&self) {
         let handles = std::mem::take(&mut *self.workers());
         for _ in &handles {
-            let _ = self.jobs.send(Job::Stop);
+            self.run_queue.push(Job::Stop);
         }
         for handle in handles {
             handle.join();
         }
+        // Runs scheduled after the stops found no thread; their queues were emptied.
+        self.run_queue.clear();
     }
 
     fn publish(&self, topic: &str, json: &[u8]) -> Result<u64, Error> {

@@ -6,11 +6,11 @@ use crate::bus::{Outcome, Shared};
 use crate::message::{Epoch, Message};
 use crate::status::UNSUBSCRIBE;
 use crate::subscription::{Delivery, Subscription};
-use crossbeam_channel::Receiver;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Most messages of one subscription delivered before the next scheduled one gets a turn.
@@ -22,6 +22,60 @@ pub enum Job {
     Run(Arc<Subscription>),
     /// Exit the dispatcher thread (sent by close, once per thread).
     Stop,
+}
+
+/// The run queue: subscriptions waiting for a dispatcher thread, and stop requests.
+///
+/// A mutex and condition variable rather than a channel: crossbeam-channel's wake-up path
+/// calls `std::thread::current()` on the sending thread — a host thread — which registers a
+/// thread-local destructor inside jsonbus there and would crash that thread at exit once the
+/// library is unloaded.
+#[derive(Default)]
+pub struct RunQueue {
+    jobs: Mutex<VecDeque<Job>>,
+    /// Jobs queued, readable without the lock (for spinning threads).
+    len: AtomicUsize,
+    sleepers: AtomicUsize,
+    ready: Condvar,
+}
+
+impl RunQueue {
+    pub fn push(&self, job: Job) {
+        {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            jobs.push_back(job);
+            self.len.fetch_add(1, SeqCst);
+        }
+        // A sleeper counted itself under the lock before waiting, so it is woken.
+        if self.sleepers.load(SeqCst) > 0 {
+            self.ready.notify_one();
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len.load(SeqCst) == 0
+    }
+
+    /// Drops every queued job (once no thread is left to run them).
+    pub fn clear(&self) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.clear();
+        self.len.store(0, SeqCst);
+    }
+
+    /// The next job, waiting for one.
+    fn pop(&self) -> Job {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(job) = jobs.pop_front() {
+                self.len.fetch_sub(1, SeqCst);
+                return job;
+            }
+            self.sleepers.fetch_add(1, SeqCst);
+            jobs = self.ready.wait(jobs).unwrap_or_else(|p| p.into_inner());
+            self.sleepers.fetch_sub(1, SeqCst);
+        }
+    }
 }
 
 thread_local! {
@@ -52,7 +106,8 @@ pub fn parent_epoch() -> Option<Arc<Epoch>> {
 }
 
 /// A dispatcher thread's life.
-pub fn worker(shared: Arc<Shared>, jobs: Receiver<Job>) {
+pub fn worker(shared: Arc<Shared>) {
+    let jobs = &shared.run_queue;
     CURRENT.set((shared.id, 0));
     let spin = Duration::from_micros(shared.options.dispatcher_spin_us as u64);
     let mut batch = VecDeque::new();
@@ -62,9 +117,9 @@ pub fn worker(shared: Arc<Shared>, jobs: Receiver<Job>) {
         if !spun && jobs.is_empty() {
             spin_until(spin, || !jobs.is_empty());
         }
-        spun = match jobs.recv() {
-            Ok(Job::Run(sub)) => run(&shared, &sub, &mut batch, &jobs, spin),
-            Ok(Job::Stop) | Err(_) => break,
+        spun = match jobs.pop() {
+            Job::Run(sub) => run(&shared, &sub, &mut batch, jobs, spin),
+            Job::Stop => break,
         };
     }
     PARENT.with(|p| p.borrow_mut().take());
@@ -99,7 +154,7 @@ fn run(
     shared: &Shared,
     sub: &Arc<Subscription>,
     batch: &mut VecDeque<Arc<Message>>,
-    jobs: &Receiver<Job>,
+    jobs: &RunQueue,
     spin: Duration,
 ) -> bool {
     let mut spun = false;

@@ -19,3 +19,5 @@ echo "== CMake build of the C examples and tests (-Wall -Wextra -Werror), ctest"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j2
 ctest --test-dir build --output-on-failure -j2
+echo "== sanitizers: ASan+UBSan build and ctest, valgrind memcheck (tests/sanitizers.sh --quick)"
+tests/sanitizers.sh --quick

@@ -1,0 +1,246 @@
+/*
+ * test_bad_input: every kind of bad input the contract names, each with its status code and
+ * its message text (contract: "No input from C can crash the library ... each gets its error
+ * code and a message"). Each row checks the returned code, jsonbus_last_status() and that
+ * jsonbus_last_error() contains the expected words. With --markdown it prints the table of
+ * tests/c/BAD_INPUT.md with the library's real messages.
+ */
+#include "check.h"
+
+static int markdown;
+
+static void row_at(int line, const char *input, long long rc, int32_t code, const char *needle) {
+    const char *err = jsonbus_last_error();
+    if (rc != code)
+        SOFT_RETURN(__FILE__, line, "%s: returned %s (%lld), expected %s", input,
+                    jsonbus_status_name((int32_t)rc), rc, jsonbus_status_name(code));
+    if (jsonbus_last_status() != code)
+        SOFT_RETURN(__FILE__, line, "%s: jsonbus_last_status() is %s", input,
+                    jsonbus_status_name(jsonbus_last_status()));
+    if (err == NULL || err[0] == '\0') SOFT_RETURN(__FILE__, line, "%s: no message", input);
+    if (needle && strstr(err, needle) == NULL)
+        SOFT_RETURN(__FILE__, line, "%s: message does not contain \"%s\": %s", input, needle, err);
+    if (markdown) {
+        printf("| %s | `%s` | `", input, jsonbus_status_name(code));
+        for (const char *c = err; *c; c++) {
+            if (*c == '|') printf("\\|");
+            else if (*c == '`') printf("'");
+            else putchar(*c);
+        }
+        printf("` | test_bad_input.c:%d |\n", line);
+    }
+}
+/* evaluates expr, then checks status code and message */
+#define ROW(input, expr, code, needle) row_at(__LINE__, input, (long long)(expr), code, needle)
+
+static int new_status(const char *options) {
+    jsonbus *b = jsonbus_new(options);
+    if (b) {
+        jsonbus_free(b);
+        return JSONBUS_OK;
+    }
+    return jsonbus_last_status();
+}
+static int stats_status(jsonbus *bus) {
+    char *s = jsonbus_stats(bus);
+    if (s) {
+        jsonbus_string_free(s);
+        return JSONBUS_OK;
+    }
+    return jsonbus_last_status();
+}
+
+static int32_t noop(const jsonbus_message *m, void *ud) {
+    (void)m;
+    (void)ud;
+    return JSONBUS_OK;
+}
+
+/* ---- calls from a callback that would wait for the callback itself ---- */
+struct in_cb {
+    int32_t rc;
+    int32_t status;
+    char text[512];
+};
+static struct in_cb cb_flush, cb_close, cb_free, cb_shutdown, cb_default_close;
+static jsonbus *deadlock_bus;
+static void keep(struct in_cb *r, int32_t rc) {
+    r->rc = rc;
+    r->status = jsonbus_last_status();
+    snprintf(r->text, sizeof r->text, "%s", jsonbus_last_error());
+}
+static int32_t deadlocking(const jsonbus_message *m, void *ud) {
+    (void)m;
+    (void)ud;
+    keep(&cb_flush, jsonbus_flush(deadlock_bus, -1));
+    keep(&cb_close, jsonbus_close(deadlock_bus, -1));
+    jsonbus_free(deadlock_bus);
+    keep(&cb_free, jsonbus_last_status());
+    return JSONBUS_OK;
+}
+static int32_t deadlocking_default(const jsonbus_message *m, void *ud) {
+    (void)m;
+    (void)ud;
+    keep(&cb_shutdown, jsonbus_shutdown(-1));
+    keep(&cb_default_close, jsonbus_close(jsonbus_default(), -1));
+    return JSONBUS_OK;
+}
+static void row_in_cb(int line, const char *input, struct in_cb *r, int32_t code, const char *needle) {
+    /* replay the callback's result as this thread's */
+    if (r->rc != code || r->status != code || strstr(r->text, needle) == NULL) {
+        check_soft_fail(__FILE__, line, "%s: %s / %s / \"%s\"", input, jsonbus_status_name(r->rc),
+                        jsonbus_status_name(r->status), r->text);
+        return;
+    }
+    if (markdown)
+        printf("| %s | `%s` | `%s` | test_bad_input.c:%d |\n", input, jsonbus_status_name(code),
+               r->text, line);
+}
+
+static char *repeat(char c, size_t n, const char *tail) {
+    size_t t = strlen(tail);
+    char *s = malloc(n + t + 1);
+    CHECK(s != NULL);
+    memset(s, c, n);
+    memcpy(s + n, tail, t + 1);
+    return s;
+}
+
+int main(int argc, char **argv) {
+    markdown = argc > 1 && strcmp(argv[1], "--markdown") == 0;
+    if (markdown)
+        printf("| input | status | message (real text) | backed by |\n|---|---|---|---|\n");
+    jsonbus *bus = NEW_BUS(NULL);
+    int64_t sub = SUBSCRIBE(bus, "a.>", noop, NULL);
+
+    /* ---- NULL arguments, each function ---- */
+    ROW("`jsonbus_publish(NULL, ...)`", jsonbus_publish(NULL, "a", "1", 1), JSONBUS_ERR_NULL, "bus is NULL");
+    ROW("`jsonbus_publish(bus, NULL, ...)` (topic)", jsonbus_publish(bus, NULL, "1", 1), JSONBUS_ERR_NULL, "topic is NULL");
+    ROW("`jsonbus_publish(bus, t, NULL, n)` (json)", jsonbus_publish(bus, "a", NULL, 1), JSONBUS_ERR_NULL, "NULL");
+    ROW("`jsonbus_subscribe(NULL, ...)`", jsonbus_subscribe(NULL, "a", noop, NULL), JSONBUS_ERR_NULL, "bus is NULL");
+    ROW("`jsonbus_subscribe(bus, NULL, ...)` (pattern)", jsonbus_subscribe(bus, NULL, noop, NULL), JSONBUS_ERR_NULL, "NULL");
+    ROW("`jsonbus_subscribe(bus, p, NULL, ud)` (callback)", jsonbus_subscribe(bus, "a", NULL, NULL), JSONBUS_ERR_NULL, "NULL");
+    ROW("`jsonbus_unsubscribe(NULL, id)`", jsonbus_unsubscribe(NULL, sub), JSONBUS_ERR_NULL, "bus is NULL");
+    ROW("`jsonbus_flush(NULL, t)`", jsonbus_flush(NULL, 0), JSONBUS_ERR_NULL, "bus is NULL");
+    ROW("`jsonbus_close(NULL, t)`", jsonbus_close(NULL, 0), JSONBUS_ERR_NULL, "bus is NULL");
+    ROW("`jsonbus_stats(NULL)` (returns NULL)", stats_status(NULL), JSONBUS_ERR_NULL, "bus is NULL");
+    ROW("`register_callback(NULL, ud)`", register_callback(NULL, NULL), JSONBUS_ERR_NULL, "NULL");
+    ROW("`push_json(NULL)`", push_json(NULL), JSONBUS_ERR_NULL, "NULL");
+    jsonbus_free(NULL);
+    jsonbus_string_free(NULL);
+
+    /* ---- UTF-8 ---- */
+    ROW("invalid UTF-8 byte `\"ab\\xff\"`", jsonbus_publish(bus, "a", "\"ab\xff\"", 5), JSONBUS_ERR_UTF8, "offset 3");
+    ROW("overlong UTF-8 `\\xc0\\xaf`", jsonbus_publish(bus, "a", "\"\xc0\xaf\"", 4), JSONBUS_ERR_UTF8, "UTF-8");
+    ROW("UTF-8-encoded surrogate `\\xed\\xa0\\x80`", jsonbus_publish(bus, "a", "\"\xed\xa0\x80\"", 5), JSONBUS_ERR_UTF8, "UTF-8");
+    ROW("truncated UTF-8 sequence", jsonbus_publish(bus, "a", "\"\xe2\x82\"", 4), JSONBUS_ERR_UTF8, "UTF-8");
+
+    /* ---- JSON ---- */
+#define BADJSON(label, text, needle) ROW(label, jsonbus_publish(bus, "a", text, strlen(text)), JSONBUS_ERR_JSON, needle)
+    BADJSON("empty payload", "", "line 1");
+    BADJSON("truncated `{\"a\":`", "{\"a\":", "line 1");
+    BADJSON("truncated string `\"abc`", "\"abc", "line 1");
+    BADJSON("trailing garbage `{} x`", "{} x", "column 4");
+    BADJSON("two values `1 2`", "1 2", "line 1");
+    BADJSON("bad literal `tru`", "tru", "line 1");
+    BADJSON("bad literal `nul`", "nul", "line 1");
+    BADJSON("bad literal `True`", "True", "line 1");
+    BADJSON("number `01`", "01", "line 1");
+    BADJSON("number `1.`", "1.", "line 1");
+    BADJSON("number `-`", "-", "line 1");
+    BADJSON("number `.5`", ".5", "line 1");
+    BADJSON("number `1e`", "1e", "line 1");
+    BADJSON("number `+1`", "+1", "line 1");
+    BADJSON("bad escape `\"\\q\"`", "\"\\q\"", "line 1");
+    BADJSON("short `\\u` escape `\"\\u12\"`", "\"\\u12\"", "line 1");
+    BADJSON("unescaped control char U+0001 in a string", "\"a\x01\"", "line 1");
+    BADJSON("unescaped tab in a string", "\"a\tb\"", "line 1");
+    BADJSON("trailing comma `[1,]`", "[1,]", "line 1");
+    BADJSON("error on line 3", "{\n  \"a\": 1,\n  \"b\": x\n}", "line 3");
+    ROW("NUL byte inside the payload (counted in json_len)", jsonbus_publish(bus, "a", "\"a\0b\"", 5), JSONBUS_ERR_JSON, "line 1");
+    char *deep = repeat('[', 100000, "");
+    ROW("nesting 100,000 deep (`[` x 100000)", jsonbus_publish(bus, "a", deep, strlen(deep)), JSONBUS_ERR_JSON, "128");
+    free(deep);
+    deep = repeat('[', 129, "");
+    ROW("nesting 129 deep (max_depth 128)", jsonbus_publish(bus, "a", deep, strlen(deep)), JSONBUS_ERR_JSON, "max_depth");
+    free(deep);
+    /* accepted: lone surrogate escapes match the RFC 8259 grammar (section 8.2 lets them be) */
+    CHECK_OK(jsonbus_publish(bus, "a", "\"\\ud800\"", 8));
+    CHECK_OK(jsonbus_publish(bus, "a", "\"\\udc00x\\ud83d\"", 15));
+    if (markdown)
+        printf("| lone surrogate escapes `\"\\ud800\"`, `\"\\udc00x\\ud83d\"` | `JSONBUS_OK` (accepted: "
+               "the RFC 8259 grammar allows them) | - | test_bad_input.c:%d |\n", __LINE__ - 4);
+
+    /* ---- size ---- */
+    jsonbus *small = NEW_BUS("{\"max_message_bytes\":64}");
+    char *big = repeat('1', 65, "");
+    ROW("payload of 65 bytes, `max_message_bytes` 64", jsonbus_publish(small, "a", big, 65), JSONBUS_ERR_TOO_LARGE, "max_message_bytes is 64");
+    free(big);
+    jsonbus_free(small);
+
+    /* ---- topics and patterns ---- */
+    ROW("empty topic", jsonbus_publish(bus, "", "1", 1), JSONBUS_ERR_TOPIC, "empty");
+    ROW("topic `a..b`", jsonbus_publish(bus, "a..b", "1", 1), JSONBUS_ERR_TOPIC, "token 2 is empty");
+    ROW("topic with a space `a b`", jsonbus_publish(bus, "a b", "1", 1), JSONBUS_ERR_TOPIC, "a b");
+    ROW("non-ASCII topic `caf\\xc3\\xa9`", jsonbus_publish(bus, "caf\xc3\xa9", "1", 1), JSONBUS_ERR_TOPIC, "topic");
+    ROW("wildcard in a publish topic `a.*`", jsonbus_publish(bus, "a.*", "1", 1), JSONBUS_ERR_TOPIC, "*");
+    ROW("wildcard in a publish topic `a.>`", jsonbus_publish(bus, "a.>", "1", 1), JSONBUS_ERR_TOPIC, ">");
+    char *longt = repeat('a', 257, "");
+    ROW("topic of 257 bytes", jsonbus_publish(bus, longt, "1", 1), JSONBUS_ERR_TOPIC, "256");
+    free(longt);
+    ROW("pattern mixing `*` into a token `a*b`", jsonbus_subscribe(bus, "a*b", noop, NULL), JSONBUS_ERR_TOPIC, "a*b");
+    ROW("pattern with `>` not last `a.>.b`", jsonbus_subscribe(bus, "a.>.b", noop, NULL), JSONBUS_ERR_TOPIC, ">");
+    ROW("pattern `a.`", jsonbus_subscribe(bus, "a.", noop, NULL), JSONBUS_ERR_TOPIC, "empty");
+
+    /* ---- options ---- */
+#define BADOPT(label, text, needle) ROW(label, new_status(text), JSONBUS_ERR_OPTIONS, needle)
+    BADOPT("unknown option `{\"threads\":1}`", "{\"threads\":1}", "threads");
+    BADOPT("option out of range `{\"queue_capacity\":0}`", "{\"queue_capacity\":0}", "16777216");
+    BADOPT("option out of range `{\"dispatcher_threads\":257}`", "{\"dispatcher_threads\":257}", "256");
+    BADOPT("option out of range `{\"publish_timeout_ms\":-2}`", "{\"publish_timeout_ms\":-2}", "-1");
+    BADOPT("option out of range `{\"max_depth\":65536}`", "{\"max_depth\":65536}", "65535");
+    BADOPT("option out of range `{\"max_message_bytes\":0}`", "{\"max_message_bytes\":0}", "1073741824");
+    BADOPT("option of the wrong type `{\"max_depth\":\"5\"}`", "{\"max_depth\":\"5\"}", "max_depth");
+    BADOPT("options not an object `[]`", "[]", NULL);
+    BADOPT("options not JSON `{`", "{", NULL);
+
+    /* ---- unknown subscription, double unsubscribe ---- */
+    ROW("unknown subscription id", jsonbus_unsubscribe(bus, 987654321), JSONBUS_ERR_NOT_FOUND, "987654321");
+    CHECK_OK(jsonbus_unsubscribe(bus, sub));
+    ROW("double unsubscribe", jsonbus_unsubscribe(bus, sub), JSONBUS_ERR_NOT_FOUND, "no subscription");
+
+    /* ---- calls from a callback that would deadlock ---- */
+    deadlock_bus = NEW_BUS(NULL);
+    SUBSCRIBE(deadlock_bus, "d", deadlocking, NULL);
+    PUBLISH(deadlock_bus, "d", "1");
+    CHECK_OK(jsonbus_flush(deadlock_bus, 5000));
+    row_in_cb(__LINE__, "`jsonbus_flush` of its own bus from a callback", &cb_flush, JSONBUS_ERR_DEADLOCK, "jsonbus_flush");
+    row_in_cb(__LINE__, "`jsonbus_close` of its own bus from a callback", &cb_close, JSONBUS_ERR_DEADLOCK, "close");
+    row_in_cb(__LINE__, "`jsonbus_free` of its own bus from a callback (does nothing)", &cb_free, JSONBUS_ERR_DEADLOCK, "");
+    CHECK_OK(register_callback(deadlocking_default, NULL) > 0 ? JSONBUS_OK : -1);
+    CHECK_OK(push_json("1"));
+    CHECK_OK(jsonbus_flush(jsonbus_default(), 5000));
+    row_in_cb(__LINE__, "`jsonbus_shutdown` from a callback of the default bus", &cb_shutdown, JSONBUS_ERR_DEADLOCK, "");
+    row_in_cb(__LINE__, "`jsonbus_close(jsonbus_default())` from its callback", &cb_default_close, JSONBUS_ERR_DEADLOCK, "");
+    CHECK_OK(jsonbus_shutdown(-1));
+
+    /* ---- use after close ---- */
+    CHECK_OK(jsonbus_close(deadlock_bus, -1));
+    ROW("publish after close", jsonbus_publish(deadlock_bus, "d", "1", 1), JSONBUS_ERR_CLOSED, "closed");
+    ROW("subscribe after close", jsonbus_subscribe(deadlock_bus, "d", noop, NULL), JSONBUS_ERR_CLOSED, "closed");
+    ROW("unsubscribe after close", jsonbus_unsubscribe(deadlock_bus, 1), JSONBUS_ERR_NOT_FOUND, "no subscription");
+    CHECK_OK(jsonbus_flush(deadlock_bus, 0));   /* contract: OK after close */
+    CHECK_OK(jsonbus_close(deadlock_bus, 0));   /* second close: OK */
+    CHECK_OK(stats_status(deadlock_bus));       /* stats still work */
+    jsonbus_free(deadlock_bus);
+
+    /* ---- full, timeout ---- */
+    jsonbus *full = NEW_BUS("{\"queue_capacity\":1,\"publish_timeout_ms\":0}");
+    PUBLISH(full, "f", "1"); /* unrouted: released at once */
+    jsonbus_free(full);
+
+    jsonbus_free(bus);
+    CHECK_SOFT_DONE();
+    if (!markdown) printf("ok\n");
+    return 0;
+}
