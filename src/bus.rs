@@ -278,7 +278,7 @@ impl Bus {
         if dispatch::in_callback_of(s.id) {
             return Err(Error::new(
                 Status::Deadlock,
-                "close was called from a callback of the same bus, which it would wait for",
+                "jsonbus_close was called from a callback of the same bus, which it would wait for",
             ));
         }
         let _closing = s.closing.lock().unwrap_or_else(|p| p.into_inner());
