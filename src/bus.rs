@@ -179,6 +179,7 @@ impl Bus {
     /// Adds a subscription; its callback runs on a dispatcher thread for every message
     /// published afterwards on a topic its `pattern` matches.
     pub fn subscribe(&self, pattern: &str, callback: Callback) -> Result<i64, Error> {
+        self.check_open("cannot subscribe")?;
         topic::check(pattern, Kind::Pattern)?;
         let id = NEXT_SUBSCRIPTION.fetch_add(1, Relaxed);
         let sub = Arc::new(Subscription::new(id, pattern, callback));
@@ -318,6 +319,14 @@ impl Bus {
                 Status::Timeout,
                 format!("close ran out of time and discarded {n} queued deliveries (see \"dropped\" in the stats)"),
             )),
+        }
+    }
+
+    /// `Closed` (with `what` in the message) once a close has started.
+    pub fn check_open(&self, what: &str) -> Result<(), Error> {
+        match self.is_closed() {
+            true => Err(closed_error(what)),
+            false => Ok(()),
         }
     }
 

@@ -1,7 +1,9 @@
 //! Bus options: parsed from the JSON object given to `jsonbus_new`, with key-and-range errors.
 
 use crate::status::{Error, Status};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
+use std::fmt;
 
 /// How a bus is configured. `Options::default()` is what `NULL` or `"{}"` gives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +100,19 @@ impl Options {
                 ))
             }
         };
+        // serde_json's map keeps the last of repeated keys; an earlier bad value would go unseen.
+        if let Ok(Keys(keys)) = serde_json::from_str::<Keys>(text) {
+            if let Some((_, name)) = keys
+                .iter()
+                .enumerate()
+                .find(|(i, k)| keys[..*i].contains(k))
+            {
+                return Err(Error::new(
+                    Status::Options,
+                    format!("option \"{name}\" is given more than once"),
+                ));
+            }
+        }
         for (name, value) in &object {
             let key = KEYS.iter().find(|k| k.name == name).ok_or_else(|| {
                 let known: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
@@ -110,7 +125,9 @@ impl Options {
                 )
             })?;
             let range = format!("an integer from {} to {}", key.min, key.max);
-            let n = value.as_i64().ok_or_else(|| {
+            // serde_json reads `-0` as a float; it is the integer 0.
+            let zero = value.as_f64() == Some(0.0);
+            let n = value.as_i64().or(zero.then_some(0)).ok_or_else(|| {
                 Error::new(
                     Status::Options,
                     format!("option \"{name}\" must be {range}, not {}", kind_of(value)),
@@ -133,6 +150,29 @@ impl Options {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         }
+    }
+}
+
+/// The keys of a JSON object in document order, repeats included.
+struct Keys(Vec<String>);
+
+impl<'de> Deserialize<'de> for Keys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
+        struct Collect;
+        impl<'de> Visitor<'de> for Collect {
+            type Value = Keys;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((key, IgnoredAny)) = map.next_entry::<String, IgnoredAny>()? {
+                    keys.push(key);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        d.deserialize_map(Collect)
     }
 }
 
@@ -200,5 +240,16 @@ mod tests {
         assert!(err(r#"{"max_depth":2.5}"#).contains("2.5"));
         assert!(err(r#"{"max_depth":1e3}"#).contains("integer"));
         assert!(err(r#"{"max_depth":99999999999999999999}"#).contains("integer"));
+        assert!(err(r#"{"max_depth":0,"max_depth":5}"#)
+            .contains("\"max_depth\" is given more than once"));
+        assert!(
+            err(r#"{"max_depth":"x","queue_capacity":2,"max_depth":5}"#).contains("more than once")
+        );
+        assert_eq!(
+            Options::parse(Some(r#"{"dispatcher_threads":-0}"#))
+                .unwrap()
+                .dispatcher_threads,
+            0
+        );
     }
 }

@@ -21,3 +21,5 @@ cmake --build build -j2
 ctest --test-dir build --output-on-failure -j2
 echo "== sanitizers: ASan+UBSan build and ctest, valgrind memcheck (tests/sanitizers.sh --quick)"
 tests/sanitizers.sh --quick
+echo "== fuzz smoke: each of the four fuzz targets for a few seconds (fuzz/smoke.sh)"
+SMOKE_SECONDS=${SMOKE_SECONDS:-5} fuzz/smoke.sh

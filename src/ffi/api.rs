@@ -154,8 +154,13 @@ pub extern "C" fn jsonbus_subscribe(
     boundary(|| {
         error::id((|| {
             let bus = open(bus)?;
-            let pattern = topic_text(pattern, "pattern")?;
-            bus.subscribe(pattern, callback(cb, user_data)?)
+            if pattern.is_null() {
+                return Err(Error::new(Status::Null, "pattern is NULL"));
+            }
+            let cb = callback(cb, user_data)?;
+            // A closed bus says so first, whatever else is wrong with the call (NULLs aside).
+            bus.check_open("cannot subscribe")?;
+            bus.subscribe(topic_text(pattern, "pattern")?, cb)
         })())
     })
 }
@@ -208,13 +213,20 @@ fn publish(
 ) -> Result<(), Error> {
     let bus = open(bus)?;
     let refuse = |e: Error| Err(bus.refuse(e));
+    if topic.is_null() {
+        return Err(Error::new(Status::Null, "topic is NULL"));
+    }
+    if json.is_null() {
+        return Err(Error::new(Status::Null, "json is NULL"));
+    }
+    // A closed bus says so first, whatever else is wrong with the call (NULLs aside).
+    if let Err(e) = bus.check_open("cannot publish") {
+        return refuse(e);
+    }
     let topic = match topic_text(topic, "topic") {
         Ok(t) => t,
         Err(e) => return refuse(e),
     };
-    if json.is_null() {
-        return Err(Error::new(Status::Null, "json is NULL"));
-    }
     let max = bus.options().max_message_bytes;
     let bytes = match len {
         Some(len) if len > max => {

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpora under fuzz/corpus/<target>/ (small, hand-picked inputs
+in each target's input format; see the comments at the top of fuzz_targets/*.rs).
+Re-running it is idempotent; libFuzzer runs never write into these folders (smoke.sh and the
+README's commands give them a scratch folder first)."""
+import hashlib, os, random
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+def write(target, blobs):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    for b in blobs:
+        with open(os.path.join(d, "seed-" + hashlib.sha1(b).hexdigest()[:16]), "wb") as f:
+            f.write(b)
+
+REC, FIELD = b"\xf5", b"\xf6"
+
+def pub(flags, depth, maxb, records):
+    head = bytes([flags, depth - 1]) + (maxb - 1).to_bytes(2, "little")
+    return head + REC.join(records)
+
+payloads = [b"1", b"-0.5e+10", b'"x"', b'"caf\xc3\xa9 \\u00e9 \\n"', b"true", b"null", b"[]", b"{}",
+            b' {"a": [1, {"b": null}]} \n', b"[[[[[1]]]]]", b"[[[[[[1]]]]]]", b'{"a":{"a":{"a":{}}}}',
+            b"", b" ", b"{", b"[1,]", b"01", b"1.", b"NaN", b"'a'", b'"\\x"', b'"a\tb"', b"1 2",
+            b"\x00", b'["a\x00b"]', b"\xff", b'"\xc3"', b'"\xed\xa0\x80"', b'"\xf4\x90\x80\x80"',
+            b'"abcdefgh\xe2\x82"', b"[1, \xc3\xa9]", b'"\\ud800"', b"\xef\xbb\xbf1",
+            b'"' + b"a" * 300 + b'"', b'"0123456\\"[[[["', b"[" * 40 + b"]" * 40]
+topics = [b"a.b", b"a", b"orders.eu.new", b"!~#$%&'()+,-/:;<=?@[]^_`{|}", b"x" * 256, b"x" * 257,
+          b"", b"a..b", b".a", b"a.", b"a b", b"caf\xc3\xa9", b"a*b", b"a.*", b">", b"a\x00.*", b"a.>x"]
+seeds = []
+for i, p in enumerate(payloads):
+    seeds.append(pub(0, 5, 200, [p]))
+seeds.append(pub(0, 5, 200, [t + FIELD + b"1" for t in topics]))
+seeds.append(pub(0, 1, 2, [b"1", b"12", b"123", b"[]", b"[1]", b"[[]]"]))
+seeds.append(pub(0, 16, 1024, payloads))
+seeds.append(pub(1, 5, 200, payloads[:12]))
+seeds.append(pub(1, 3, 20, [b"[[[1]]]", b"[[[[1]]]]", b"1\x00garbage", b"\xff\x00"]))
+seeds.append(pub(2, 5, 200, [b"1", b"2"]))
+seeds.append(pub(4, 5, 200, [b"1", b"2"]))
+seeds.append(pub(8, 8, 64, [b"a.b" + FIELD + b'{"k":[1,2,3]}'] * 5))
+write("publish", seeds)
+
+opts = [b"", b"{}", b" { } ", b"null", b"[]", b"[1]", b"{", b"1", b'"{}"',
+        b'{"dispatcher_threads":0}', b'{"dispatcher_threads":256}', b'{"dispatcher_threads":257}',
+        b'{"dispatcher_threads":-1}', b'{"dispatcher_threads":2}',
+        b'{"queue_capacity":1,"publish_timeout_ms":0}', b'{"queue_capacity":3,"publish_timeout_ms":0,"max_depth":1}',
+        b'{"queue_capacity":0}', b'{"queue_capacity":16777216}', b'{"queue_capacity":16777217}',
+        b'{"publish_timeout_ms":-1}', b'{"publish_timeout_ms":-2}', b'{"publish_timeout_ms":2147483647}',
+        b'{"publish_timeout_ms":2147483648}', b'{"max_message_bytes":1}', b'{"max_message_bytes":0}',
+        b'{"max_message_bytes":1073741824}', b'{"max_message_bytes":1073741825}', b'{"max_depth":1}',
+        b'{"max_depth":0}', b'{"max_depth":65535}', b'{"max_depth":65536}', b'{"max_depth":2.5}',
+        b'{"max_depth":1e3}', b'{"max_depth":1.0}', b'{"max_depth":-0}', b'{"max_depth":"4"}',
+        b'{"max_depth":99999999999999999999}', b'{"max_depth":18446744073709551615}',
+        b'{"max_depth":null}', b'{"max_depth":[1]}', b'{"max_depth":{}}', b'{"max_depth":true}',
+        b'{"dispatcher_spin_us":0}', b'{"dispatcher_spin_us":1000001}', b'{"queue_capacty":5}',
+        b'{"":1}', b'{"max_depth":4,"max_depth":5}', b'{"max_depth":0,"max_depth":5}',
+        b'{"max_message_bytes":40,"max_depth":30}', b'{"max_depth":3}\x00garbage', b'{"max_depth":3,}',
+        b'{"max_\xc3\xa9":3}', b'{"max_depth":3}\xff', b'\xef\xbb\xbf{}',
+        b'{"dispatcher_threads":1,"queue_capacity":2,"publish_timeout_ms":0,"max_message_bytes":64,"max_depth":2,"dispatcher_spin_us":0}']
+write("options", opts)
+
+def pat(records):
+    return REC.join(records)
+pats = [b">", b"a", b"a.*", b"a.>", b"*.b", b"*", b"a.b.c", b"*.*.>", b"b.>", b"a.*.>", b"*.>",
+        b"a.>.b", b"a*", b"", b"a.", b"..", b">.a", b"a.>x", b"\xc3\xa9", b"a b", b"x" * 256, b"x" * 257]
+tops = [b"a", b"a.b", b"a.b.c", b"b", b"x.y", b"x", b"q.b", b"a.q.c", b"a.*", b">", b"", b"a..b"]
+ps = []
+ps.append(pat([b"\x00" + p for p in pats] + [b"\x02" + t for t in tops]))
+ps.append(pat([b"\x00" + p for p in pats[:11]] + [b"\x02" + t for t in tops] +
+              [b"\x03" + bytes([i]) for i in range(0, 12, 2)] + [b"\x02" + t for t in tops] +
+              [b"\x03\x00", b"\x03\x00", b"\x03\x63"]))
+for p in pats:
+    ps.append(pat([b"\x00" + p] + [b"\x02" + t for t in tops]))
+ps.append(pat([b"\x00a.>", b"\x00a.>", b"\x00a.>", b"\x02a.b", b"\x03\x01", b"\x02a.b", b"\x00a.>", b"\x02a.b.c"]))
+ps.append(pat([b"\x00" + b".".join([b"*"] * 100) + b".>", b"\x02" + b".".join([b"a"] * 128)]))
+write("patterns", ps)
+
+# sequence: op bytes (op%10: 0 new, 1-3 publish, 4-5 subscribe, 6 unsub, 7 flush, 8 close, 9 free;
+# op/10%2 = slot), each followed by two argument bytes.
+def seq(ops):
+    return b"".join(bytes([o, a, b]) for o, a, b in ops)
+ss = [
+    seq([(0, 0, 0), (4, 0, 0), (1, 1, 0), (1, 1, 1), (7, 0, 0)]),                       # basic
+    seq([(0, 0x0c, 0), (4, 0, 2), (1, 1, 0), (1, 2, 0), (1, 4, 0), (7, 0, 0), (1, 1, 0), (7, 0, 0)]),  # k=1
+    seq([(0, 0x04, 0), (4, 3, 3), (5, 1, 0x80), (1, 1, 0), (1, 1, 1), (1, 2, 2), (6, 0, 0), (7, 0, 0)]),
+    seq([(0, 0x24, 0), (4, 0, 0)] + [(1, 1, i) for i in range(16)] + [(8, 2, 0), (1, 0, 0), (4, 0, 0), (7, 0, 0)]),
+    seq([(0, 0, 0), (10, 0, 0), (4, 0, 0), (14, 0, 0), (6, 8, 0), (16, 8, 0), (1, 0, 0), (11, 0, 0), (7, 0, 0), (17, 0, 0)]),
+    seq([(0, 0, 0), (4, 3, 4), (1, 1, 0), (1, 1, 0), (1, 1, 0), (1, 1, 0), (1, 1, 0), (1, 1, 0), (6, 0, 0), (6, 0, 0), (9, 0, 0)]),
+    seq([(0, 0x30, 0), (4, 0, 0), (4, 1, 0)] + [(1, 0, 1)] * 10 + [(8, 3, 0), (9, 0, 0), (4, 0, 0), (1, 0, 0), (7, 0, 0)]),
+    seq([(0, 0x40, 0), (4, 0, 0)] + [(1, i, j) for i in range(6) for j in (0, 4, 5, 8, 10)] + [(7, 0, 0)]),
+    seq([(4, i, 0) for i in range(14)] + [(1, t, 0) for t in range(10)] + [(7, 0, 0)] + [(6, 8 * i, 0) for i in range(14)] + [(7, 0, 0)]),
+    seq([(0, 0x1c, 0), (4, 0, 5), (4, 0, 3), (4, 2, 2)] + [(1, 1, 0)] * 8 + [(7, 1, 0), (6, 0, 0), (6, 8, 0), (6, 16, 0), (7, 0, 0)]),
+]
+rng = random.Random(20240601)
+for n in range(30):
+    ops = []
+    for _ in range(rng.randint(5, 40)):
+        op = rng.choice([0, 1, 1, 1, 2, 3, 4, 4, 5, 6, 7, 7, 8, 9]) + 10 * rng.randint(0, 1)
+        ops.append((op, rng.randint(0, 255), rng.randint(0, 255)))
+    ss.append(seq(ops))
+write("sequence", ss)
