@@ -19,13 +19,13 @@
 # rust-src component: `rustup component add rust-src`; without it TSan is skipped with a note,
 # or fails with JSONBUS_SAN_REQUIRE_TSAN=1).
 #
-# Build directories: $JSONBUS_SAN_DIR (default /tmp/jsonbus-sanitizers)/{asan,plain,tsan}.
+# Build directories: $JSONBUS_SAN_DIR (default build/sanitizers)/{asan,plain,tsan}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=full
 [ "${1:-}" = "--quick" ] && MODE=quick
-DIR=${JSONBUS_SAN_DIR:-/tmp/jsonbus-sanitizers}
+DIR=${JSONBUS_SAN_DIR:-$ROOT/build/sanitizers}
 JOBS=${JSONBUS_SAN_JOBS:-2}
 EXCLUDE=()
 # RSS grows by itself under ASan's quarantine and valgrind; these runs check leaks directly.
