@@ -286,8 +286,9 @@ int32_t jsonbus_unsubscribe(struct jsonbus *bus, int64_t subscription);
  * matches it. When the bus is full it blocks, waits or fails as `publish_timeout_ms` says
  * (from a callback into its own bus: fails at once).
  *
- * Returns `JSONBUS_OK` or NULL, TOPIC, TOO_LARGE, UTF8, JSON, FULL, CLOSED (each counted in
- * the stats' `rejected`).
+ * Returns `JSONBUS_OK` or NULL, TOPIC, TOO_LARGE, UTF8, JSON, FULL, CLOSED (each but NULL
+ * counted in the stats' `rejected`). On a closed bus it is CLOSED whatever the arguments, once
+ * no pointer is NULL.
  */
 int32_t jsonbus_publish(struct jsonbus *bus, const char *topic, const char *json, size_t json_len);
 

@@ -161,8 +161,12 @@ fn run(
     loop {
         sub.take(batch, BATCH);
         if batch.is_empty() {
-            let more = spin_until(spin, || sub.has_queued() || !jobs.is_empty());
-            if more && sub.has_queued() && jobs.is_empty() {
+            // An ended subscription gets no more messages: do not spin on it.
+            let more = !sub.is_closed()
+                && spin_until(spin, || {
+                    sub.has_queued() || !jobs.is_empty() || sub.is_closed()
+                });
+            if more && sub.has_queued() && jobs.is_empty() && !sub.is_closed() {
                 continue;
             }
             spun = !more;

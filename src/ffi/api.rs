@@ -192,8 +192,9 @@ pub extern "C" fn jsonbus_unsubscribe(bus: *mut jsonbus, subscription: i64) -> i
 /// matches it. When the bus is full it blocks, waits or fails as `publish_timeout_ms` says
 /// (from a callback into its own bus: fails at once).
 ///
-/// Returns `JSONBUS_OK` or NULL, TOPIC, TOO_LARGE, UTF8, JSON, FULL, CLOSED (each counted in
-/// the stats' `rejected`).
+/// Returns `JSONBUS_OK` or NULL, TOPIC, TOO_LARGE, UTF8, JSON, FULL, CLOSED (each but NULL
+/// counted in the stats' `rejected`). On a closed bus it is CLOSED whatever the arguments, once
+/// no pointer is NULL.
 #[no_mangle]
 pub extern "C" fn jsonbus_publish(
     bus: *mut jsonbus,
