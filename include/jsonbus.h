@@ -215,7 +215,8 @@ uint64_t jsonbus_now_ns(void);
  * Creates a bus and starts its dispatcher threads.
  *
  * `options_json` is NULL or "{}" for the defaults, or a JSON object with any of these
- * keys (integers):
+ * keys, each at most once, each an integer written as one (`-?[0-9]+`: `-0` is 0, while
+ * `1.0` and `1e3` are refused):
  * - `dispatcher_threads` (default 1, 0-256): threads that run callbacks; 0 = one per CPU.
  * - `queue_capacity` (65536, 1-16777216): messages accepted and not yet delivered to every
  *   subscription they were routed to; publish blocks, waits or fails beyond it.

@@ -1,8 +1,9 @@
 //! Bus options: parsed from the JSON object given to `jsonbus_new`, with key-and-range errors.
 
 use crate::status::{Error, Status};
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::{Map, Value};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use std::fmt;
 
 /// How a bus is configured. `Options::default()` is what `NULL` or `"{}"` gives.
@@ -84,62 +85,57 @@ const KEYS: [Key; 6] = [
 
 impl Options {
     /// Parses an options object. `None` and `"{}"` give the defaults.
+    ///
+    /// A value must be an integer literal (`-?[0-9]+`, so `-0` is 0); `1.0` and `1e3` are
+    /// refused like any other non-integer. A key given twice is refused.
     pub fn parse(text: Option<&str>) -> Result<Options, Error> {
         let mut options = Options::default();
         let Some(text) = text else {
             return Ok(options);
         };
+        let bad = |message: String| Error::new(Status::Options, message);
         let value: Value = serde_json::from_str(text)
-            .map_err(|e| Error::new(Status::Options, format!("options are not valid JSON: {e}")))?;
-        let object: Map<String, Value> = match value {
-            Value::Object(o) => o,
-            other => {
-                return Err(Error::new(
-                    Status::Options,
-                    format!("options must be a JSON object, not {}", kind_of(&other)),
-                ))
-            }
-        };
-        // serde_json's map keeps the last of repeated keys; an earlier bad value would go unseen.
-        if let Ok(Keys(keys)) = serde_json::from_str::<Keys>(text) {
-            if let Some((_, name)) = keys
-                .iter()
-                .enumerate()
-                .find(|(i, k)| keys[..*i].contains(k))
-            {
-                return Err(Error::new(
-                    Status::Options,
-                    format!("option \"{name}\" is given more than once"),
-                ));
+            .map_err(|e| bad(format!("options are not valid JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(bad(format!(
+                "options must be a JSON object, not {}",
+                kind_of(&value)
+            )));
+        }
+        let Members(members) = serde_json::from_str(text)
+            .map_err(|e| bad(format!("options are not valid JSON: {e}")))?;
+        // A repeated key is reported first, whatever its values.
+        for (i, (name, _)) in members.iter().enumerate() {
+            if members[..i].iter().any(|(earlier, _)| earlier == name) {
+                return Err(bad(format!("option \"{name}\" is given more than once")));
             }
         }
-        for (name, value) in &object {
+        for (name, raw) in &members {
             let key = KEYS.iter().find(|k| k.name == name).ok_or_else(|| {
                 let known: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
-                Error::new(
-                    Status::Options,
-                    format!(
-                        "unknown option \"{name}\"; known options: {}",
-                        known.join(", ")
-                    ),
-                )
+                bad(format!(
+                    "unknown option \"{name}\"; known options: {}",
+                    known.join(", ")
+                ))
             })?;
             let range = format!("an integer from {} to {}", key.min, key.max);
-            // serde_json reads `-0` as a float; it is the integer 0.
-            let zero = value.as_f64() == Some(0.0);
-            let n = value.as_i64().or(zero.then_some(0)).ok_or_else(|| {
-                Error::new(
-                    Status::Options,
-                    format!("option \"{name}\" must be {range}, not {}", kind_of(value)),
-                )
-            })?;
-            if n < key.min || n > key.max {
-                return Err(Error::new(
-                    Status::Options,
-                    format!("option \"{name}\" is {n}, out of range: it must be {range}"),
-                ));
+            let raw = raw.get();
+            let digits = raw.strip_prefix('-').unwrap_or(raw);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                let kind =
+                    serde_json::from_str::<Value>(raw).map_or(raw.to_string(), |v| kind_of(&v));
+                return Err(bad(format!(
+                    "option \"{name}\" must be {range}, not {kind}"
+                )));
             }
-            (key.set)(&mut options, n);
+            match raw.parse::<i64>() {
+                Ok(n) if (key.min..=key.max).contains(&n) => (key.set)(&mut options, n),
+                _ => {
+                    return Err(bad(format!(
+                        "option \"{name}\" is {raw}, out of range: it must be {range}"
+                    )))
+                }
+            }
         }
         Ok(options)
     }
@@ -153,23 +149,23 @@ impl Options {
     }
 }
 
-/// The keys of a JSON object in document order, repeats included.
-struct Keys(Vec<String>);
+/// The members of a JSON object in document order, repeats included, each value as written.
+struct Members(Vec<(String, Box<RawValue>)>);
 
-impl<'de> Deserialize<'de> for Keys {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Members, D::Error> {
         struct Collect;
         impl<'de> Visitor<'de> for Collect {
-            type Value = Keys;
+            type Value = Members;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
-                let mut keys = Vec::new();
-                while let Some((key, IgnoredAny)) = map.next_entry::<String, IgnoredAny>()? {
-                    keys.push(key);
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
                 }
-                Ok(Keys(keys))
+                Ok(Members(members))
             }
         }
         d.deserialize_map(Collect)
@@ -239,17 +235,24 @@ mod tests {
         assert!(err("{").contains("not valid JSON"));
         assert!(err(r#"{"max_depth":2.5}"#).contains("2.5"));
         assert!(err(r#"{"max_depth":1e3}"#).contains("integer"));
-        assert!(err(r#"{"max_depth":99999999999999999999}"#).contains("integer"));
+        assert!(err(r#"{"max_depth":1.0}"#).contains("not the number 1.0"));
+        for zero in ["0.0", "-0.0", "0e0", "-0E+0"] {
+            let text = format!(r#"{{"dispatcher_threads":{zero}}}"#);
+            assert!(err(&text).contains("must be an integer"), "{text}");
+        }
+        assert!(err(r#"{"max_depth":99999999999999999999}"#)
+            .contains("is 99999999999999999999, out of range"));
         assert!(err(r#"{"max_depth":0,"max_depth":5}"#)
             .contains("\"max_depth\" is given more than once"));
         assert!(
             err(r#"{"max_depth":"x","queue_capacity":2,"max_depth":5}"#).contains("more than once")
         );
-        assert_eq!(
-            Options::parse(Some(r#"{"dispatcher_threads":-0}"#))
-                .unwrap()
-                .dispatcher_threads,
-            0
-        );
+        let zero = Options::parse(Some(r#"{ "dispatcher_threads" : -0 , "max_depth":-0}"#));
+        assert!(zero
+            .unwrap_err()
+            .message
+            .contains("\"max_depth\" is -0, out of range"));
+        let spaced = Options::parse(Some("{ \"dispatcher_threads\" :\n -0 \t}")).unwrap();
+        assert_eq!(spaced.dispatcher_threads, 0);
     }
 }

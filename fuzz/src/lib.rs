@@ -258,49 +258,14 @@ pub enum Member {
 /// the text is not exactly one JSON object.
 pub fn object_members(text: &str) -> Option<Vec<(String, Member)>> {
     use serde::de::{Deserializer as _, MapAccess, Visitor};
+    // A value is an integer when serde_json's own integer reader takes its text whole: `-0`
+    // is the integer 0; `0.0`, `1e3` and `1.0` are not integers.
     struct Val(Member);
     impl<'de> serde::Deserialize<'de> for Val {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Val, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = Val;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("any value")
-                }
-                fn visit_i64<E>(self, v: i64) -> Result<Val, E> {
-                    Ok(Val(Member::Int(v as i128)))
-                }
-                fn visit_u64<E>(self, v: u64) -> Result<Val, E> {
-                    Ok(Val(Member::Int(v as i128)))
-                }
-                fn visit_f64<E>(self, _: f64) -> Result<Val, E> {
-                    Ok(Val(Member::Other))
-                }
-                fn visit_bool<E>(self, _: bool) -> Result<Val, E> {
-                    Ok(Val(Member::Other))
-                }
-                fn visit_str<E>(self, _: &str) -> Result<Val, E> {
-                    Ok(Val(Member::Other))
-                }
-                fn visit_unit<E>(self) -> Result<Val, E> {
-                    Ok(Val(Member::Other))
-                }
-                fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                    self,
-                    mut a: A,
-                ) -> Result<Val, A::Error> {
-                    while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                    Ok(Val(Member::Other))
-                }
-                fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Val, A::Error> {
-                    while a
-                        .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                        .is_some()
-                    {}
-                    Ok(Val(Member::Other))
-                }
-            }
-            d.deserialize_any(V)
+            let raw = <Box<serde_json::value::RawValue>>::deserialize(d)?;
+            Ok(Val(serde_json::from_str::<i128>(raw.get())
+                .map_or(Member::Other, Member::Int)))
         }
     }
     struct Obj(Vec<(String, Member)>);

@@ -201,6 +201,8 @@ int main(int argc, char **argv) {
     BADOPT("option out of range `{\"max_depth\":65536}`", "{\"max_depth\":65536}", "65535");
     BADOPT("option out of range `{\"max_message_bytes\":0}`", "{\"max_message_bytes\":0}", "1073741824");
     BADOPT("option of the wrong type `{\"max_depth\":\"5\"}`", "{\"max_depth\":\"5\"}", "max_depth");
+    BADOPT("option not an integer literal `{\"max_depth\":1.0}`", "{\"max_depth\":1.0}", "1.0");
+    BADOPT("option given twice `{\"max_depth\":1,\"max_depth\":2}`", "{\"max_depth\":1,\"max_depth\":2}", "more than once");
     BADOPT("options not an object `[]`", "[]", NULL);
     BADOPT("options not JSON `{`", "{", NULL);
 
