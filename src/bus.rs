@@ -3,7 +3,7 @@
 
 use crate::dispatch::{self, Job, RunQueue};
 use crate::ffi::thread::{self, Thread};
-use crate::message::{Epoch, Message, Room, Tracker};
+use crate::message::{Epoch, Message, Room, Spares, Tracker};
 use crate::options::Options;
 use crate::router::Router;
 use crate::status::{Error, Status};
@@ -39,6 +39,8 @@ pub struct Shared {
     /// Set once a close has finished: no threads, no subscriptions.
     finished: AtomicBool,
     discarding: AtomicBool,
+    /// Allocations of delivered messages, for the next publishes to reuse.
+    pub(crate) spares: Spares,
     counts: Counts,
 }
 
@@ -131,6 +133,7 @@ impl Bus {
             closing: Mutex::new(()),
             finished: AtomicBool::new(false),
             discarding: AtomicBool::new(false),
+            spares: Spares::new(),
             counts: Counts::default(),
         });
         for i in 0..threads {
@@ -297,7 +300,9 @@ impl Bus {
             for sub in subs {
                 let queued = sub.take_all();
                 for m in &queued {
-                    s.tracker.lost(m.epoch.gen);
+                    if let Some(epoch) = m.epoch() {
+                        s.tracker.lost(epoch.gen);
+                    }
                     s.count(Outcome::Discarded);
                 }
             }
@@ -471,7 +476,7 @@ impl Shared {
         }
         topic::check(topic, Kind::Topic)?;
         validate::check_payload(json, self.options.max_message_bytes, self.options.max_depth)?;
-        let data = Message::pack(topic, json);
+        let mut message = self.spares.message(topic, json);
         let in_callback = dispatch::in_callback_of(self.id);
         let timeout_ms = if in_callback {
             0
@@ -522,7 +527,7 @@ impl Shared {
         core.seq += 1;
         let seq = core.seq;
         let epoch = parent.unwrap_or_else(|| core.epoch.clone());
-        let message = Arc::new(Message::new(data, json.len(), seq, published_ns, epoch));
+        Message::stamp(&mut message, seq, published_ns, epoch);
         // The last match takes the message itself; earlier ones take clones.
         let core = &mut *core;
         let mut last: Option<&Arc<Subscription>> = None;

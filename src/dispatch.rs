@@ -109,16 +109,18 @@ pub fn parent_epoch() -> Option<Arc<Epoch>> {
 pub fn worker(shared: Arc<Shared>) {
     let jobs = &shared.run_queue;
     CURRENT.set((shared.id, 0));
-    let spin = Duration::from_micros(shared.options.dispatcher_spin_us as u64);
+    let mut poll = Poller::new(Duration::from_micros(
+        shared.options.dispatcher_spin_us as u64,
+    ));
     let mut batch = VecDeque::new();
     // Whether the thread just spent its spin polling a subscription's queue.
     let mut spun = false;
     loop {
         if !spun && jobs.is_empty() {
-            spin_until(spin, || !jobs.is_empty());
+            poll.wait(|| !jobs.is_empty());
         }
         spun = match jobs.pop() {
-            Job::Run(sub) => run(&shared, &sub, &mut batch, jobs, spin),
+            Job::Run(sub) => run(&shared, &sub, &mut batch, jobs, &mut poll),
             Job::Stop => break,
         };
     }
@@ -126,36 +128,69 @@ pub fn worker(shared: Arc<Shared>) {
     CURRENT.set((0, 0));
 }
 
-/// Polls `ready` for up to `spin`; returns whether it became true. Waking a sleeping thread
-/// costs tens of microseconds, polling a few hundred nanoseconds.
-fn spin_until(spin: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    if spin.is_zero() {
-        return false;
+/// How an idle dispatcher waits for work: it polls for up to `spin` before it sleeps (waking a
+/// sleeping thread costs tens of microseconds, polling a few hundred nanoseconds).
+///
+/// Each look reads cache lines that publishers write. Looking between every two messages pulls
+/// those lines over once per message and costs the publisher a cache miss each time, so the
+/// time between looks adapts: it doubles (up to `MAX_GAP`) when the first look after a pause
+/// already finds work - messages arrive faster than the dispatcher looks, and it should let
+/// several gather - and halves with each look that finds nothing, so a dispatcher waiting for
+/// sparse messages looks almost continuously and picks each up within a microsecond or so.
+struct Poller {
+    spin: Duration,
+    gap: Duration,
+}
+
+/// The longest pause between two looks.
+const MAX_GAP: Duration = Duration::from_micros(2);
+
+impl Poller {
+    fn new(spin: Duration) -> Poller {
+        Poller {
+            spin,
+            gap: Duration::ZERO,
+        }
     }
-    let start = Instant::now();
-    loop {
-        for _ in 0..64 {
+
+    /// Polls `ready` for up to the spin time; returns whether it became true.
+    fn wait(&mut self, mut ready: impl FnMut() -> bool) -> bool {
+        if self.spin.is_zero() {
+            return false;
+        }
+        let start = Instant::now();
+        let mut first = true;
+        loop {
+            let paused = Instant::now();
+            std::hint::spin_loop();
+            while paused.elapsed() < self.gap {
+                std::hint::spin_loop();
+            }
             if ready() {
+                if first {
+                    self.gap = (self.gap * 2).clamp(Duration::from_nanos(250), MAX_GAP);
+                }
                 return true;
             }
-            std::hint::spin_loop();
-        }
-        if start.elapsed() >= spin {
-            return false;
+            first = false;
+            self.gap /= 2;
+            if paused.duration_since(start) >= self.spin {
+                return false;
+            }
         }
     }
 }
 
 /// Runs `sub`: delivers its queued messages in batches for as long as it has some and no other
 /// job waits. When its queue runs dry and nothing else waits, it keeps the subscription for up
-/// to `spin`, polling its queue: a publisher then only appends, with no hand-off to wake a
+/// to the spin time, polling its queue: a publisher then only appends, with no hand-off to wake a
 /// thread for. Returns whether that spin ran out (the thread has spun enough to sleep).
 fn run(
     shared: &Shared,
     sub: &Arc<Subscription>,
     batch: &mut VecDeque<Arc<Message>>,
     jobs: &RunQueue,
-    spin: Duration,
+    poll: &mut Poller,
 ) -> bool {
     let mut spun = false;
     loop {
@@ -163,9 +198,7 @@ fn run(
         if batch.is_empty() {
             // An ended subscription gets no more messages: do not spin on it.
             let more = !sub.is_closed()
-                && spin_until(spin, || {
-                    sub.has_queued() || !jobs.is_empty() || sub.is_closed()
-                });
+                && poll.wait(|| sub.has_queued() || !jobs.is_empty() || sub.is_closed());
             if more && sub.has_queued() && jobs.is_empty() && !sub.is_closed() {
                 continue;
             }
@@ -189,8 +222,11 @@ fn deliver(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Me
         let mut callback = sub.callback();
         while let Some(message) = batch.pop_front() {
             // Counted before the message is dropped: a flush that sees it done sees it counted.
+            let Some(epoch) = message.epoch() else {
+                continue; // a spare is never queued
+            };
             if shared.is_discarding() {
-                shared.tracker.lost(message.epoch.gen);
+                shared.tracker.lost(epoch.gen);
                 shared.count(Outcome::Discarded);
                 continue;
             }
@@ -204,8 +240,8 @@ fn deliver(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Me
             };
             PARENT.with(|p| {
                 let mut p = p.borrow_mut();
-                if !p.as_ref().is_some_and(|e| Arc::ptr_eq(e, &message.epoch)) {
-                    *p = Some(message.epoch.clone());
+                if !p.as_ref().is_some_and(|e| Arc::ptr_eq(e, epoch)) {
+                    *p = Some(epoch.clone());
                 }
             });
             CURRENT.set((shared.id, sub.id));
@@ -224,6 +260,7 @@ fn deliver(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Me
                 *callback = None;
                 shared.end_subscription(sub.id);
             }
+            shared.spares.recycle(message);
         }
         if sub.is_closed() {
             *callback = None;
