@@ -92,17 +92,7 @@ impl<T> Router<T> {
 
     /// Calls `visit` once for every entry whose pattern matches the checked `topic`.
     pub fn for_each_match<'a>(&'a self, topic: &str, mut visit: impl FnMut(&'a T)) {
-        // Topics hold at most 128 tokens (256 bytes); walk them from a stack buffer.
-        let mut buf: [&str; 129] = [""; 129];
-        let mut n = 0;
-        for token in topic.split('.') {
-            if n == buf.len() {
-                return;
-            }
-            buf[n] = token;
-            n += 1;
-        }
-        walk(&self.root, &buf[..n], &mut visit);
+        walk(&self.root, Some(topic), &mut visit);
     }
 
     /// Every entry, in no particular order.
@@ -120,13 +110,19 @@ impl<T> Router<T> {
     }
 }
 
-fn walk<'a, T>(node: &'a Node<T>, tokens: &[&str], visit: &mut impl FnMut(&'a T)) {
-    let Some((first, rest)) = tokens.split_first() else {
+/// Visits the matches of `tokens`, the topic's tokens not yet walked (`None`: all walked),
+/// below `node`. Recursion is at most one level per token (128 at most).
+fn walk<'a, T>(node: &'a Node<T>, tokens: Option<&str>, visit: &mut impl FnMut(&'a T)) {
+    let Some(tokens) = tokens else {
         node.here.iter().for_each(|(_, v)| visit(v));
         return;
     };
     node.rest.iter().for_each(|(_, v)| visit(v));
-    if let Some(child) = node.children.get(*first) {
+    let (first, rest) = match tokens.split_once('.') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (tokens, None),
+    };
+    if let Some(child) = node.children.get(first) {
         walk(child, rest, visit);
     }
     if let Some(star) = &node.star {
