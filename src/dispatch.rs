@@ -221,10 +221,10 @@ fn deliver(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Me
     {
         let mut callback = sub.callback();
         while let Some(message) = batch.pop_front() {
-            // Counted before the message is dropped: a flush that sees it done sees it counted.
             let Some(epoch) = message.epoch() else {
                 continue; // a spare is never queued
             };
+            // Counted before the message is dropped: a flush that sees it done sees it counted.
             if shared.is_discarding() {
                 shared.tracker.lost(epoch.gen);
                 shared.count(Outcome::Discarded);

@@ -38,9 +38,7 @@ impl Packed {
             Packed::Heap(bytes) => bytes,
         }
     }
-}
 
-impl Packed {
     /// Copies `topic` and `json` into one buffer, reusing this one's inline bytes if they fit.
     fn fill(&mut self, topic: &str, json: &[u8]) {
         let len = json.len() + topic.len() + 2;
@@ -107,6 +105,14 @@ impl Message {
         }
     }
 
+    /// Gives back the capacity the message holds, then leaves its epoch (which may finish it).
+    fn retire(&mut self) {
+        if let Some(epoch) = self.epoch.take() {
+            epoch.tracker.release();
+            drop(epoch);
+        }
+    }
+
     /// The flush epoch the message belongs to (`None` only for a spare).
     pub fn epoch(&self) -> Option<&Arc<Epoch>> {
         self.epoch.as_ref()
@@ -132,16 +138,6 @@ impl Message {
     /// The topic followed by a NUL.
     pub fn topic_with_nul(&self) -> &[u8] {
         &self.data.bytes()[self.json_len + 1..]
-    }
-}
-
-impl Message {
-    /// Gives back the capacity the message holds, then leaves its epoch (which may finish it).
-    fn retire(&mut self) {
-        if let Some(epoch) = self.epoch.take() {
-            epoch.tracker.release();
-            drop(epoch);
-        }
     }
 }
 
