@@ -20,6 +20,9 @@ const BATCH: usize = 256;
 pub enum Job {
     /// Deliver some of this subscription's queue.
     Run(Arc<Subscription>),
+    /// The same, for a subscription kept scheduled although its queue has been empty since
+    /// then (see `run`).
+    Idle(Arc<Subscription>, Instant),
     /// Exit the dispatcher thread (sent by close, once per thread).
     Stop,
 }
@@ -120,7 +123,8 @@ pub fn worker(shared: Arc<Shared>) {
             poll.wait(|| !jobs.is_empty());
         }
         spun = match jobs.pop() {
-            Job::Run(sub) => run(&shared, &sub, &mut batch, jobs, &mut poll),
+            Job::Run(sub) => run(&shared, &sub, None, &mut batch, &mut poll),
+            Job::Idle(sub, since) => run(&shared, &sub, Some(since), &mut batch, &mut poll),
             Job::Stop => break,
         };
     }
@@ -184,29 +188,45 @@ impl Poller {
 /// Runs `sub`: delivers its queued messages in batches for as long as it has some and no other
 /// job waits. When its queue runs dry and nothing else waits, it keeps the subscription for up
 /// to the spin time, polling its queue: a publisher then only appends, with no hand-off to wake a
-/// thread for. Returns whether that spin ran out (the thread has spun enough to sleep).
+/// thread for. When other jobs wait, it takes turns with them and goes to the back of the run
+/// queue still scheduled - also while its queue is empty, until it has been empty for the spin
+/// time (`idle_since`) - so that the publishers of busy subscriptions only append, instead of
+/// scheduling them again after every turn. Returns whether a spin ran out (the thread has spun
+/// enough to sleep).
 fn run(
     shared: &Shared,
     sub: &Arc<Subscription>,
+    mut idle_since: Option<Instant>,
     batch: &mut VecDeque<Arc<Message>>,
-    jobs: &RunQueue,
     poll: &mut Poller,
 ) -> bool {
+    let jobs = &shared.run_queue;
     let mut spun = false;
     loop {
         sub.take(batch, BATCH);
-        if batch.is_empty() {
-            // An ended subscription gets no more messages: do not spin on it.
-            let more = !sub.is_closed()
-                && poll.wait(|| sub.has_queued() || !jobs.is_empty() || sub.is_closed());
-            if more && sub.has_queued() && jobs.is_empty() && !sub.is_closed() {
+        if !batch.is_empty() {
+            deliver(shared, sub, batch);
+            idle_since = None;
+            if jobs.is_empty() {
                 continue;
             }
-            spun = !more;
+            jobs.push(Job::Run(sub.clone()));
+            return false;
+        }
+        // An ended subscription gets no more messages: let it go.
+        if sub.is_closed() {
             break;
         }
-        deliver(shared, sub, batch);
         if !jobs.is_empty() {
+            let since = idle_since.unwrap_or_else(Instant::now);
+            if since.elapsed() < poll.spin {
+                jobs.push(Job::Idle(sub.clone(), since));
+                return false;
+            }
+            break;
+        }
+        if !poll.wait(|| sub.has_queued() || !jobs.is_empty() || sub.is_closed()) {
+            spun = true;
             break;
         }
     }
