@@ -111,14 +111,64 @@
 #define JSONBUS_ERR_INTERNAL -12
 
 /**
+ * The subscription has ended on its own (the message says why): `jsonbus_next` once its queue
+ * is empty. `jsonbus_unsubscribe` releases it.
+ */
+#define JSONBUS_ERR_ENDED -13
+
+/**
+ * This build or platform does not offer the call (the message says what does), such as
+ * `jsonbus_pull_fd` on Windows.
+ */
+#define JSONBUS_ERR_UNSUPPORTED -14
+
+/**
+ * End reason: `jsonbus_unsubscribe` ended the subscription.
+ */
+#define JSONBUS_END_UNSUBSCRIBED 1
+
+/**
+ * End reason: its callback returned `JSONBUS_UNSUBSCRIBE` (a callback that calls
+ * `jsonbus_unsubscribe` on its own subscription gives `JSONBUS_END_UNSUBSCRIBED`).
+ */
+#define JSONBUS_END_RETURNED 2
+
+/**
+ * End reason: its queue was at `queue_limit` with `on_full` "end" when a message came.
+ */
+#define JSONBUS_END_SLOW 3
+
+/**
+ * End reason: its callback returned a negative value `max_failures` times in a row.
+ */
+#define JSONBUS_END_FAILED 4
+
+/**
+ * End reason: the bus was closed or freed.
+ */
+#define JSONBUS_END_CLOSED 5
+
+/**
+ * End reason: the process that made it exited or lost its connection (buses shared across
+ * processes; not produced by an in-process bus).
+ */
+#define JSONBUS_END_PEER_GONE 6
+
+/**
+ * Why a subscription ended. The codes are what C sees (`JSONBUS_END_*`).
+ */
+typedef struct EndReason EndReason;
+
+/**
  * A bus. Opaque: create it with `jsonbus_new` (or use `jsonbus_default()`), end it with
  * `jsonbus_free`.
  */
 typedef struct jsonbus jsonbus;
 
 /**
- * A message as a callback sees it. Valid only during the callback: copy what you keep.
- * New fields are only ever appended.
+ * A message as a callback sees it: valid only during the callback (copy what you keep). One
+ * handed out by `jsonbus_next` stays valid until `jsonbus_message_release`. New fields are
+ * only ever appended.
  */
 typedef struct jsonbus_message {
   /**
@@ -160,7 +210,8 @@ typedef struct jsonbus_message {
  *
  * Return `JSONBUS_OK` to stay subscribed, `JSONBUS_UNSUBSCRIBE` to end this subscription, or
  * a negative value to report a failure (counted in the stats' `callback_failures`; it stays
- * subscribed). Other positive values count as `JSONBUS_OK`.
+ * subscribed, unless that was its `max_failures`-th in a row). Other positive values count as
+ * `JSONBUS_OK`.
  *
  * It may call `jsonbus_publish`, `jsonbus_subscribe`, `jsonbus_unsubscribe`, `jsonbus_stats`
  * and the quick API on any bus. On its own bus, `jsonbus_flush`, `jsonbus_close` and
@@ -169,10 +220,32 @@ typedef struct jsonbus_message {
  * exceptions, `longjmp`) out of the callback.
  *
  * `user_data` is the pointer given to `jsonbus_subscribe`; jsonbus never reads or frees it.
- * Free it once `jsonbus_unsubscribe` returned `JSONBUS_OK` (from outside the callback), once
- * the callback returned `JSONBUS_UNSUBSCRIBE`, or once `jsonbus_close` returned.
+ * Free it in the subscription's end notice (`jsonbus_subscribe_with`), or once
+ * `jsonbus_unsubscribe` returned `JSONBUS_OK` (from outside the callback), once the callback
+ * returned `JSONBUS_UNSUBSCRIBE`, or once `jsonbus_close` returned.
  */
 typedef int32_t (*jsonbus_callback)(const struct jsonbus_message *msg, void *user_data);
+
+/**
+ * A subscription's end notice, for `jsonbus_subscribe_with`.
+ *
+ * Called exactly once per subscription, whatever ends it, with its id, the reason
+ * (`JSONBUS_END_*`) and the subscription's `user_data`. It runs after the last invocation of the
+ * callback has returned, never concurrently with it, and no callback of the subscription runs
+ * once it has begun: free `user_data` here.
+ *
+ * Which thread calls it: the thread of a `jsonbus_unsubscribe`, `jsonbus_close` or
+ * `jsonbus_free` that ended the subscription from outside the bus's callbacks (it has returned
+ * before they return), otherwise a dispatcher thread: after the callback returned
+ * `JSONBUS_UNSUBSCRIBE` or its `max_failures`-th failure, after another callback of the bus
+ * unsubscribed it (once a running invocation returns), or after a publish ended it as slow.
+ * It may call what a callback may call, with the same rules (on its own bus `jsonbus_flush` and
+ * `jsonbus_close` return `JSONBUS_ERR_DEADLOCK`, a publish never waits for room). It must not
+ * unwind out of the call.
+ */
+typedef void (*jsonbus_end_callback)(int64_t subscription, int32_t reason, void *user_data);
+
+
 
 
 
@@ -260,7 +333,8 @@ int32_t jsonbus_close(struct jsonbus *bus, int32_t timeout_ms);
 void jsonbus_free(struct jsonbus *bus);
 
 /**
- * Subscribes `cb` to the topics `pattern` matches, with `user_data` passed to every call.
+ * Subscribes `cb` to the topics `pattern` matches, with `user_data` passed to every call:
+ * `jsonbus_subscribe_with(bus, pattern, NULL, cb, NULL, user_data)`.
  * Patterns are topics whose tokens may also be `*` (exactly one token) or, as the last token,
  * `>` (one or more tokens): `orders.*.new`, `orders.>`, `>`.
  *
@@ -272,11 +346,16 @@ int64_t jsonbus_subscribe(struct jsonbus *bus, const char *pattern, jsonbus_call
 
 /**
  * Ends a subscription; messages still queued for it are discarded (counted as `dropped`).
- * When it returns `JSONBUS_OK`, the callback is not running and never runs again, so its
- * `user_data` may be freed - except when called from a callback of the same bus for another
- * subscription: it then does not wait, and an invocation already running may still be
- * finishing (it is never started again). Unknown, ended, or on a closed bus:
- * `JSONBUS_ERR_NOT_FOUND`.
+ * When it returns `JSONBUS_OK`, the callback is not running and never runs again and its end
+ * notice has run, so its `user_data` may be freed - except when called from a callback (or an
+ * end notice) of the same bus for another subscription: it then does not wait, an invocation
+ * already running may still be finishing (it is never started again), and the end notice runs
+ * on a dispatcher thread once it has returned.
+ *
+ * A subscription that ended on its own (`JSONBUS_END_SLOW`, `_FAILED`, `_RETURNED`) is
+ * released: `JSONBUS_OK`, after waiting as above; its end notice keeps the original reason. A
+ * callback subscription is forgotten once its end notice has returned, a pull subscription
+ * once it is unsubscribed. Unknown, forgotten, or on a closed bus: `JSONBUS_ERR_NOT_FOUND`.
  */
 int32_t jsonbus_unsubscribe(struct jsonbus *bus, int64_t subscription);
 
@@ -311,12 +390,13 @@ int32_t jsonbus_flush(struct jsonbus *bus, int32_t timeout_ms);
  * The bus's counters as a JSON object (free it with `jsonbus_string_free`), or NULL with the
  * last error set. Keys, all integers unless said:
  * - `published`: messages accepted (also the `seq` of the last one);
- * - `delivered`: callback invocations;
+ * - `delivered`: callback invocations, and messages handed out by `jsonbus_next`;
  * - `unrouted`: accepted messages that matched no subscription;
- * - `dropped`: deliveries discarded - by a close that ran out of time, or queued for a
- *   subscription when it ended (`delivered` and `dropped` count message x subscription);
+ * - `dropped`: deliveries discarded - by a close that ran out of time, queued for a
+ *   subscription when it ended, or dropped by a subscription's `on_full` policy (`delivered`
+ *   and `dropped` count message x subscription);
  * - `queued`: messages held now (counted against `queue_capacity`);
- * - `subscriptions`: live subscriptions;
+ * - `subscriptions`: live subscriptions (not those that ended);
  * - `callback_failures`: callbacks that returned a negative value;
  * - `dispatcher_threads`: dispatcher threads the bus runs (0 in the options resolved to the
  *   CPU count);
@@ -361,6 +441,102 @@ int64_t register_callback(jsonbus_callback cb, void *user_data);
  * Quick API: `jsonbus_publish(jsonbus_default(), "default", json, strlen(json))`.
  */
 int32_t push_json(const char *json);
+
+/**
+ * Subscribes `cb` to the topics `pattern` matches, with its own options and an end notice.
+ *
+ * `options_json` is NULL or "{}" for the defaults, or a JSON object with any of these keys,
+ * each at most once (unknown keys, wrong types and values out of range are
+ * `JSONBUS_ERR_OPTIONS`, naming the key and what it allows):
+ * - `queue_limit` (default 0, 0-16777216): most messages waiting in this subscription's queue;
+ *   0 = no limit of its own (the bus's `queue_capacity` still bounds everything). A message
+ *   handed to the callback no longer waits.
+ * - `on_full` ("block"; "block", "drop_oldest", "drop_new" or "end"): what a publish does when
+ *   the queue holds `queue_limit` messages. "block": waits for room exactly as for a full bus
+ *   (`publish_timeout_ms`; from a callback of the same bus it fails at once with
+ *   `JSONBUS_ERR_FULL`), and nothing is queued anywhere until every matching subscription has
+ *   room. "drop_oldest": the oldest waiting message is dropped for this subscription.
+ *   "drop_new": the new message is not queued for it. "end": the subscription ends
+ *   (`JSONBUS_END_SLOW`) and its queue is discarded. Drops are counted in the bus's and the
+ *   subscription's `dropped`, count as handled for `jsonbus_flush`, and never make a publish
+ *   fail or wait; what the subscription does get stays in `seq` order.
+ * - `max_failures` (0, 0-2147483647): end the subscription (`JSONBUS_END_FAILED`) after this
+ *   many negative returns of its callback in a row; 0 = never.
+ * - `group` (none; one topic token, a string): a queue group. Among the live subscriptions of
+ *   this bus with the same `group` that match a message, exactly one gets it: one whose queue
+ *   has room, the one with the fewest waiting messages, idle members taking turns.
+ *   Subscriptions outside the group get the message as usual.
+ *
+ * `cb` is required; `on_end` may be NULL. Both get `user_data`. Returns the subscription id
+ * (> 0) or NULL, CLOSED, OPTIONS, TOPIC.
+ */
+int64_t jsonbus_subscribe_with(struct jsonbus *bus, const char *pattern, const char *options_json, jsonbus_callback cb, jsonbus_end_callback on_end, void *user_data);
+
+/**
+ * Makes a pull subscription: no callback; the host takes its messages with `jsonbus_next` on
+ * threads of its own, or waits for them in its event loop on `jsonbus_pull_fd`. Matching,
+ * `seq` order, options (as for `jsonbus_subscribe_with`; with "block" a publish waits until a
+ * puller takes a message) and accounting are those of any subscription.
+ *
+ * Returns the subscription id (> 0) or NULL, CLOSED, OPTIONS, TOPIC. End it with
+ * `jsonbus_unsubscribe`, which also releases one that ended on its own.
+ */
+int64_t jsonbus_subscribe_pull(struct jsonbus *bus, const char *pattern, const char *options_json);
+
+/**
+ * Hands out the next message of a pull subscription, in `seq` order: `JSONBUS_OK` and `*msg`
+ * set. Waits up to `timeout_ms` for one (negative: no limit; 0: just look), then
+ * `JSONBUS_ERR_TIMEOUT`. Once the subscription has ended (unsubscribed, slow, closed bus...)
+ * and its queue is empty: `JSONBUS_ERR_ENDED`, the reason in `jsonbus_last_error()`.
+ * An id that is not a live or ended pull subscription of this bus: `JSONBUS_ERR_NOT_FOUND`.
+ * `*msg` is NULL after any failure.
+ *
+ * The message stays valid, and counts as held (`queue_capacity`, `jsonbus_flush`,
+ * `jsonbus_close`), until `jsonbus_message_release(*msg)`; release every one, also after the
+ * bus is closed. Several threads may call this on one subscription: each message goes to one
+ * of them. It counts in the stats' `delivered`.
+ */
+int32_t jsonbus_next(struct jsonbus *bus, int64_t subscription, int32_t timeout_ms, struct jsonbus_message **msg);
+
+/**
+ * Releases a message handed out by `jsonbus_next`: once per message, like `free`, from any
+ * thread, also after its bus was closed or freed. NULL does nothing. Passing anything else (a
+ * callback's message, a released one) is undefined behaviour.
+ */
+void jsonbus_message_release(struct jsonbus_message *msg);
+
+/**
+ * A descriptor (POSIX) that polls readable while a message waits in the pull subscription or
+ * it has ended, for `poll`/`epoll`/`select`/libuv/GLib loops: wait on it, then call
+ * `jsonbus_next` with timeout 0 until it returns `JSONBUS_ERR_TIMEOUT`. Level-triggered: it
+ * stays readable while anything is there to take. The host never reads, writes or closes it;
+ * it stays open until the subscription is released by `jsonbus_unsubscribe` or the bus
+ * freed, and the same descriptor is returned each time.
+ *
+ * Returns the descriptor (>= 0), `JSONBUS_ERR_NOT_FOUND` (not a pull subscription of this
+ * bus), `JSONBUS_ERR_UNSUPPORTED` on Windows, or `JSONBUS_ERR_INTERNAL` if the system refused
+ * a descriptor (the message says why).
+ */
+int32_t jsonbus_pull_fd(struct jsonbus *bus, int64_t subscription);
+
+/**
+ * One subscription's counters as a JSON object (free it with `jsonbus_string_free`), or NULL
+ * with the last error set (`JSONBUS_ERR_NOT_FOUND` for an unknown or forgotten id). Keys:
+ * `id`; `pattern`; `kind` ("callback" or "pull"); `group` (a string or null); `queued`
+ * (waiting now); `max_queued` (the most that ever waited); `delivered` (callback invocations
+ * or messages handed out); `dropped` (routed to it but never delivered: by its policy, when it
+ * ended, or by a close that ran out of time); `callback_failures`; `ended` (null, or the
+ * reason's name, such as "JSONBUS_END_SLOW"); and its options `queue_limit`, `on_full`,
+ * `max_failures`. Works inside the end notice, and for a pull subscription until it is
+ * released.
+ */
+char *jsonbus_subscription_stats(struct jsonbus *bus, int64_t subscription);
+
+/**
+ * The name of an end reason, such as "JSONBUS_END_SLOW"; "JSONBUS_END_UNKNOWN" for a value
+ * that is not one. Never NULL; the string is static.
+ */
+const char *jsonbus_end_reason_name(int32_t reason);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,15 +1,17 @@
 //! The bus: publish (validate, copy once, number, route, enqueue), subscribe, unsubscribe,
-//! flush, close and stats. Safe Rust; the C layer in `ffi` is a thin wrapper over it.
+//! pull, flush, close and stats, and the one end path every subscription goes through. Safe
+//! Rust; the C layer in `ffi` is a thin wrapper over it.
 
 use crate::dispatch::{self, Job, RunQueue};
-use crate::ffi::thread::{self, Thread};
 use crate::message::{Epoch, Message, Room, Spares, Tracker};
-use crate::options::Options;
+use crate::options::{Options, SubscribeOptions};
 use crate::router::Router;
 use crate::status::{Error, Status};
-use crate::subscription::{Callback, Subscription};
+use crate::subscription::end::EndReason;
+use crate::subscription::{Callback, Consumer, NotNext, Offered, Subscription, SubscriptionStats};
+use crate::sys::thread::{self, Thread};
 use crate::topic::{self, Kind};
-use crate::{clock, validate};
+use crate::{clock, fanout, validate};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,8 +55,33 @@ struct Core {
     seq: u64,
     unrouted: u64,
     epoch: Arc<Epoch>,
+    /// Live subscriptions only.
     router: Router<Arc<Subscription>>,
+    /// Live subscriptions and ended ones still known: a callback subscription until its end is
+    /// complete (its last invocation and its end notice returned), a pull subscription until
+    /// `unsubscribe` releases it or the bus is dropped.
     subscriptions: HashMap<i64, Arc<Subscription>>,
+    live: usize,
+    /// Live subscriptions with a queue limit or a group. While there are none, a publish
+    /// queues for every match without looking at them.
+    special: usize,
+    /// Advances as group members take turns.
+    turn: u64,
+}
+
+impl Core {
+    /// Takes `sub` out of routing and marks it ended for `reason`, unless it ended already.
+    fn end(&mut self, sub: &Subscription, reason: EndReason) -> bool {
+        if !sub.mark_ended(reason) {
+            return false;
+        }
+        self.router.remove(&sub.pattern, sub.id);
+        self.live -= 1;
+        if !sub.options.is_plain() {
+            self.special -= 1;
+        }
+        true
+    }
 }
 
 #[derive(Default)]
@@ -125,6 +152,9 @@ impl Bus {
                 epoch: Epoch::first(tracker.clone()),
                 router: Router::default(),
                 subscriptions: HashMap::new(),
+                live: 0,
+                special: 0,
+                turn: 0,
             }),
             options,
             tracker,
@@ -182,42 +212,130 @@ impl Bus {
     /// Adds a subscription; its callback runs on a dispatcher thread for every message
     /// published afterwards on a topic its `pattern` matches.
     pub fn subscribe(&self, pattern: &str, callback: Callback) -> Result<i64, Error> {
+        self.subscribe_with(
+            pattern,
+            SubscribeOptions::default(),
+            Consumer::Callback(callback, None),
+        )
+    }
+
+    /// Adds a subscription with its own options, taken by a callback (with an optional end
+    /// notice) or by pulling threads.
+    pub fn subscribe_with(
+        &self,
+        pattern: &str,
+        options: SubscribeOptions,
+        consumer: Consumer,
+    ) -> Result<i64, Error> {
         self.check_open("cannot subscribe")?;
         topic::check(pattern, Kind::Pattern)?;
         let id = NEXT_SUBSCRIPTION.fetch_add(1, Relaxed);
-        let sub = Arc::new(Subscription::new(id, pattern, callback));
+        let sub = Arc::new(Subscription::new(id, pattern, options, consumer));
         let mut core = self.shared.core();
         if core.closed {
             return Err(closed_error("cannot subscribe"));
         }
         core.router.insert(pattern, id, sub.clone());
+        core.live += 1;
+        if !sub.options.is_plain() {
+            core.special += 1;
+        }
         core.subscriptions.insert(id, sub);
         Ok(id)
     }
 
-    /// Ends a subscription. Once this returns, its callback is not running and never runs
-    /// again - except when called from another callback of this bus, which does not wait for
-    /// a running invocation to finish (the subscription is never started again).
+    /// Ends a subscription (or releases one that ended on its own). Once this returns, its
+    /// callback is not running and never runs again and its end notice has run - except when
+    /// called from a callback of this bus, which does not wait: the subscription is never
+    /// started again, and a dispatcher runs its end notice once a running invocation returns.
     pub fn unsubscribe(&self, id: i64) -> Result<(), Error> {
-        let sub = self.shared.end_subscription(id).ok_or_else(|| {
+        let s = &self.shared;
+        let not_found = || {
             Error::new(
                 Status::NotFound,
                 format!("no subscription {id} on this bus (never made here, already ended, or the bus is closed)"),
             )
-        })?;
-        if dispatch::in_callback_of(self.shared.id) {
-            // Called from a callback of this bus: never wait (the caller's own subscription, or
-            // another one whose running callback might be waiting for ours). A dispatcher that is
-            // running it drops the callback when it returns.
-            if dispatch::current_subscription(self.shared.id) != Some(id) {
-                if let Some(mut callback) = sub.try_callback() {
-                    *callback = None;
-                }
+        };
+        if s.finished.load(SeqCst) {
+            return Err(not_found());
+        }
+        let (sub, ended_now) = {
+            let mut core = s.core();
+            let sub = core.subscriptions.get(&id).cloned().ok_or_else(not_found)?;
+            let ended_now = core.end(&sub, EndReason::Unsubscribed);
+            if sub.is_pull() {
+                core.subscriptions.remove(&id);
             }
-        } else {
-            *sub.callback() = None;
+            (sub, ended_now)
+        };
+        if ended_now {
+            s.after_end(&sub);
+        }
+        if !dispatch::in_callback_of(s.id) {
+            s.complete_end(&sub, true);
         }
         Ok(())
+    }
+
+    /// The next message of pull subscription `id`, waiting up to `timeout` (`None`: no limit)
+    /// for one. It counts as held until the caller drops it.
+    pub fn next(&self, id: i64, timeout: Option<Duration>) -> Result<Arc<Message>, Error> {
+        let s = &self.shared;
+        let sub = s.pull_subscription(id)?;
+        match sub.next(deadline(timeout)) {
+            Ok(m) => {
+                if sub.blocks_publishers() {
+                    s.tracker.room_made();
+                }
+                sub.count_delivered(0);
+                s.count(Outcome::Delivered);
+                Ok(m)
+            }
+            Err(NotNext::Timeout) => Err(Error::new(
+                Status::Timeout,
+                format!(
+                    "no message for pull subscription {id} within {} ms",
+                    timeout.unwrap_or_default().as_millis()
+                ),
+            )),
+            Err(NotNext::Ended(reason)) => Err(Error::new(
+                Status::Ended,
+                format!(
+                    "pull subscription {id} has ended ({}: {}) and its queue is empty; jsonbus_unsubscribe releases it",
+                    reason.name().to_string_lossy(),
+                    reason.describe()
+                ),
+            )),
+        }
+    }
+
+    /// The descriptor that polls readable while pull subscription `id` has a message waiting
+    /// or has ended. It stays open until the subscription is released or the bus dropped.
+    pub fn pull_fd(&self, id: i64) -> Result<i32, Error> {
+        let sub = self.shared.pull_subscription(id)?;
+        sub.pull_fd().map_err(|e| {
+            let status = match e.kind() {
+                std::io::ErrorKind::Unsupported => Status::Unsupported,
+                _ => Status::Internal,
+            };
+            Error::new(
+                status,
+                format!("no descriptor for pull subscription {id}: {e}"),
+            )
+        })
+    }
+
+    /// The counters of subscription `id` (live, or ended and still known).
+    pub fn subscription_stats(&self, id: i64) -> Result<SubscriptionStats, Error> {
+        let sub = self.shared.core().subscriptions.get(&id).cloned();
+        sub.map(|s| s.stats()).ok_or_else(|| {
+            Error::new(
+                Status::NotFound,
+                format!(
+                    "no subscription {id} on this bus (never made here, or ended and released)"
+                ),
+            )
+        })
     }
 
     /// Waits until every message published before the call - and everything their callbacks
@@ -299,6 +417,7 @@ impl Bus {
             let subs: Vec<Arc<Subscription>> = s.core().subscriptions.values().cloned().collect();
             for sub in subs {
                 let queued = sub.take_all();
+                sub.count_dropped(queued.len() as u64);
                 for m in &queued {
                     if let Some(epoch) = m.epoch() {
                         s.tracker.lost(epoch.gen);
@@ -308,18 +427,30 @@ impl Bus {
             }
         }
         s.stop_workers();
-        let subs: Vec<Arc<Subscription>> = {
+        let subs: Vec<(Arc<Subscription>, bool)> = {
             let mut core = s.core();
-            core.router.drain();
-            core.subscriptions.drain().map(|(_, sub)| sub).collect()
+            let subs: Vec<Arc<Subscription>> = core.subscriptions.values().cloned().collect();
+            subs.into_iter()
+                .map(|sub| {
+                    let ended_now = core.end(&sub, EndReason::Closed);
+                    (sub, ended_now)
+                })
+                .collect()
         };
-        for sub in subs {
-            s.drop_queue(sub.close());
-            *sub.callback() = None;
+        for (sub, ended_now) in subs {
+            if ended_now {
+                s.after_end(&sub);
+            }
+            s.complete_end(&sub, true);
         }
         s.finished.store(true, SeqCst);
+        let unreleased = s.tracker.held();
         match s.counts.discarded_by_close.load(SeqCst) {
-            0 => Ok(()),
+            0 if unreleased == 0 => Ok(()),
+            0 => Err(Error::new(
+                Status::Timeout,
+                format!("close ran out of time with {unreleased} pulled messages not yet released (each stays valid until jsonbus_message_release)"),
+            )),
             n => Err(Error::new(
                 Status::Timeout,
                 format!("close ran out of time and discarded {n} queued deliveries (see \"dropped\" in the stats)"),
@@ -346,7 +477,7 @@ impl Bus {
         let c = &s.counts;
         let (published, unrouted, subscriptions) = {
             let core = s.core();
-            (core.seq, core.unrouted, core.subscriptions.len() as u64)
+            (core.seq, core.unrouted, core.live as u64)
         };
         let mut rejected = [("", 0); 6];
         for (i, (name, _)) in REJECT_REASONS.iter().enumerate() {
@@ -441,21 +572,67 @@ impl Shared {
         };
     }
 
-    /// Counts messages queued for an ended subscription as dropped, then drops them.
-    fn drop_queue(&self, queue: Vec<Arc<Message>>) {
-        self.counts.dropped.fetch_add(queue.len() as u64, Relaxed);
+    /// Counts `n` messages routed to `sub` that it will never get.
+    pub(crate) fn dropped(&self, sub: &Subscription, n: u64) {
+        self.counts.dropped.fetch_add(n, Relaxed);
+        sub.count_dropped(n);
     }
 
-    /// Removes subscription `id` from routing, marks it ended and discards its queue.
-    pub(crate) fn end_subscription(&self, id: i64) -> Option<Arc<Subscription>> {
-        let sub = {
-            let mut core = self.core();
-            let sub = core.subscriptions.remove(&id)?;
-            core.router.remove(&sub.pattern, id);
-            sub
-        };
-        self.drop_queue(sub.close());
-        Some(sub)
+    /// A pull subscription of this bus, live or ended and not yet released.
+    fn pull_subscription(&self, id: i64) -> Result<Arc<Subscription>, Error> {
+        match self.core().subscriptions.get(&id) {
+            Some(sub) if sub.is_pull() => Ok(sub.clone()),
+            Some(_) => Err(Error::new(
+                Status::NotFound,
+                format!("subscription {id} is a callback subscription, not a pull subscription"),
+            )),
+            None => Err(Error::new(
+                Status::NotFound,
+                format!("no pull subscription {id} on this bus (never made here, or released by jsonbus_unsubscribe)"),
+            )),
+        }
+    }
+
+    /// Ends `sub` for `reason` unless it has ended already: out of routing, its queue
+    /// discarded, and the end completed as `complete_end` says. Returns whether this ended it.
+    pub(crate) fn end(&self, sub: &Arc<Subscription>, reason: EndReason) -> bool {
+        let ended_now = self.core().end(sub, reason);
+        if ended_now {
+            self.after_end(sub);
+        }
+        ended_now
+    }
+
+    /// What follows `Core::end`, once the bus lock is let go: the queue is discarded (counted as
+    /// dropped), publishers waiting for its room look again, pullers wake, and a callback
+    /// subscription goes on the run queue so that a dispatcher completes its end.
+    fn after_end(&self, sub: &Arc<Subscription>) {
+        let queued = sub.take_all();
+        self.dropped(sub, queued.len() as u64);
+        drop(queued);
+        self.tracker.room_made();
+        if sub.wake_for_end() && !self.finished.load(SeqCst) {
+            self.schedule(sub.clone());
+        }
+    }
+
+    /// Completes the end of an ended subscription: waits for a running invocation of its
+    /// callback, lets the callback go, and runs the end notice (on this thread, marked as
+    /// inside a callback of this bus) unless another thread has, then forgets a callback
+    /// subscription - with `wait`, returning only once that has happened.
+    pub(crate) fn complete_end(&self, sub: &Subscription, wait: bool) {
+        if let Some(mut callback) = sub.callback() {
+            *callback = None;
+        }
+        sub.run_notice(
+            wait,
+            |notice| dispatch::as_callback(self.id, sub.id, notice),
+            || {
+                if !sub.is_pull() {
+                    self.core().subscriptions.remove(&sub.id);
+                }
+            },
+        );
     }
 
     fn stop_workers(&self) {
@@ -483,63 +660,166 @@ impl Shared {
         } else {
             self.options.publish_timeout_ms
         };
+        let until = match timeout_ms {
+            ms if ms > 0 => deadline(Some(Duration::from_millis(ms as u64))),
+            _ => None,
+        };
         let room = match timeout_ms {
             0 if self.tracker.try_reserve() => Room::Taken,
             0 => Room::Full,
-            ms if ms < 0 => self.tracker.reserve(None),
-            ms => self
-                .tracker
-                .reserve(deadline(Some(Duration::from_millis(ms as u64)))),
+            _ => self.tracker.reserve(until),
+        };
+        let full = |why: String| {
+            let how = if in_callback {
+                "; a callback publishing into its own bus never waits for room"
+            } else if timeout_ms > 0 {
+                " and publish_timeout_ms ran out"
+            } else {
+                ""
+            };
+            Err(Error::new(Status::Full, format!("{why}{how}")))
         };
         match room {
             Room::Taken => {}
             Room::Full => {
-                return Err(Error::new(
-                    Status::Full,
-                    format!(
-                        "the bus is full ({} messages held, queue_capacity {}){}",
-                        self.tracker.held(),
-                        self.options.queue_capacity,
-                        if in_callback {
-                            "; a callback publishing into its own bus never waits for room"
-                        } else if timeout_ms > 0 {
-                            " and publish_timeout_ms ran out"
-                        } else {
-                            ""
-                        }
-                    ),
+                return full(format!(
+                    "the bus is full ({} messages held, queue_capacity {})",
+                    self.tracker.held(),
+                    self.options.queue_capacity
                 ))
             }
             Room::Closed => return Err(closed_error("cannot publish")),
         }
-        let published_ns = clock::now_ns();
         let parent = if in_callback {
-            dispatch::parent_epoch()
+            dispatch::parent_epoch(self.id)
         } else {
             None
         };
-        let mut core = self.core();
-        if core.closed {
-            drop(core);
-            self.tracker.release();
-            return Err(closed_error("cannot publish"));
-        }
-        core.seq += 1;
-        let seq = core.seq;
-        let epoch = parent.unwrap_or_else(|| core.epoch.clone());
-        Message::stamp(&mut message, seq, published_ns, epoch);
-        // The last match takes the message itself; earlier ones take clones.
-        let core = &mut *core;
-        let mut last: Option<&Arc<Subscription>> = None;
-        core.router.for_each_match(topic, |sub| {
-            if let Some(prev) = last.replace(sub) {
-                self.enqueue(prev, message.clone());
+        let mut published_ns = clock::now_ns();
+        loop {
+            let mut core = self.core();
+            if core.closed {
+                drop(core);
+                self.tracker.release();
+                return Err(closed_error("cannot publish"));
             }
-        });
-        match last {
-            Some(sub) => self.enqueue(sub, message),
-            None => core.unrouted += 1,
+            if core.special == 0 {
+                core.seq += 1;
+                let seq = core.seq;
+                let epoch = parent.unwrap_or_else(|| core.epoch.clone());
+                Message::stamp(&mut message, seq, published_ns, epoch);
+                // The last match takes the message itself; earlier ones take clones.
+                let core = &mut *core;
+                let mut last: Option<&Arc<Subscription>> = None;
+                core.router.for_each_match(topic, |sub| {
+                    if let Some(prev) = last.replace(sub) {
+                        self.enqueue(prev, message.clone());
+                    }
+                });
+                match last {
+                    Some(sub) => self.enqueue(sub, message),
+                    None => core.unrouted += 1,
+                }
+                return Ok(seq);
+            }
+            let blocked = match self.route_limited(&mut core, topic, message, |m, seq, current| {
+                let epoch = parent.clone().unwrap_or_else(|| current.clone());
+                Message::stamp(m, seq, published_ns, epoch);
+            }) {
+                Ok((seq, slow)) => {
+                    drop(core);
+                    for sub in &slow {
+                        self.after_end(sub);
+                    }
+                    return Ok(seq);
+                }
+                Err((m, blocked)) => {
+                    message = m;
+                    blocked
+                }
+            };
+            drop(core);
+            let waited = timeout_ms != 0
+                && self.tracker.wait_until(until, || {
+                    blocked.has_room() || blocked.is_ended() || self.tracker.is_closed()
+                });
+            if !waited {
+                self.tracker.release();
+                return full(format!(
+                    "subscription {} (\"{}\") holds its queue_limit of {} messages and its on_full is \"block\"",
+                    blocked.id, blocked.pattern, blocked.options.queue_limit
+                ));
+            }
+            published_ns = clock::now_ns();
         }
-        Ok(seq)
+    }
+
+    /// Numbers and queues a message when some live subscription has a queue limit or a group:
+    /// one member per group, then every target's room checked before anything is queued, so
+    /// that a "block" subscription at its limit holds the message back for all (Err: the
+    /// message back, and the subscription to wait for). Otherwise each target's policy
+    /// applies; returns the `seq` and the subscriptions that must end as slow (already out of
+    /// routing; `after_end` follows once the lock is let go).
+    #[allow(clippy::type_complexity)]
+    fn route_limited(
+        &self,
+        core: &mut Core,
+        topic: &str,
+        message: Arc<Message>,
+        stamp: impl FnOnce(&mut Arc<Message>, u64, &Arc<Epoch>),
+    ) -> Result<(u64, Vec<Arc<Subscription>>), (Arc<Message>, Arc<Subscription>)> {
+        let mut slow = Vec::new();
+        let seq = {
+            let Core {
+                router,
+                turn,
+                seq,
+                unrouted,
+                epoch,
+                ..
+            } = &mut *core;
+            let mut targets: Vec<&Arc<Subscription>> = Vec::new();
+            router.for_each_match(topic, |sub| targets.push(sub));
+            fanout::pick_group_members(&mut targets, turn);
+            if let Some(blocked) = targets.iter().find(|s| s.blocks_now()) {
+                return Err((message, (*blocked).clone()));
+            }
+            *seq += 1;
+            let mut message = Some(message);
+            if let Some(m) = message.as_mut() {
+                stamp(m, *seq, epoch);
+            }
+            if targets.is_empty() {
+                *unrouted += 1;
+            }
+            let n = targets.len();
+            for (i, sub) in targets.into_iter().enumerate() {
+                let m = match i + 1 == n {
+                    true => message.take(),
+                    false => message.clone(),
+                };
+                let Some(m) = m else { break };
+                let (schedule, dropped) = match sub.offer(m) {
+                    Offered::Queued(schedule) => (schedule, false),
+                    Offered::Replaced(schedule, oldest) => (schedule, oldest.is_some()),
+                    Offered::Refused => (false, true),
+                    Offered::End => {
+                        slow.push(sub.clone());
+                        (false, true)
+                    }
+                };
+                if dropped {
+                    self.dropped(sub, 1);
+                }
+                if schedule {
+                    self.schedule(sub.clone());
+                }
+            }
+            *seq
+        };
+        for sub in &slow {
+            core.end(sub, EndReason::Slow);
+        }
+        Ok((seq, slow))
     }
 }

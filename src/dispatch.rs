@@ -3,8 +3,9 @@
 //! of which callback a thread is running, for re-entrant calls.
 
 use crate::bus::{Outcome, Shared};
-use crate::message::{Epoch, Message};
+use crate::message::Epoch;
 use crate::status::UNSUBSCRIBE;
+use crate::subscription::end::EndReason;
 use crate::subscription::{Delivery, Subscription};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -82,40 +83,49 @@ impl RunQueue {
 }
 
 thread_local! {
-    /// On a dispatcher thread: its bus id and the subscription whose callback runs (0 between
-    /// callbacks). Zero elsewhere. A `Cell` of plain integers: host threads that read it get no
-    /// thread-local destructor, so the library can be unloaded.
+    /// The bus id and the subscription whose callback or end notice this thread runs (0
+    /// between callbacks); on a dispatcher thread the bus id is its own all the time. Zero
+    /// elsewhere. A `Cell` of plain integers: host threads that touch it get no thread-local
+    /// destructor, so the library can be unloaded.
     static CURRENT: Cell<(u64, i64)> = const { Cell::new((0, 0)) };
+    /// On a dispatcher thread: its bus id. Zero elsewhere (a plain integer, as above).
+    static DISPATCHER: Cell<u64> = const { Cell::new(0) };
     /// On a dispatcher thread: the flush epoch of the message being delivered, inherited by what
-    /// its callback publishes. Only dispatcher threads ever touch it.
+    /// its callback publishes. Only dispatcher threads ever touch it (it has a destructor).
     static PARENT: RefCell<Option<Arc<Epoch>>> = const { RefCell::new(None) };
 }
 
-/// Whether this thread is a dispatcher of bus `bus_id` (so it is inside one of its callbacks
-/// whenever it runs host code).
+/// Whether this thread is a dispatcher of bus `bus_id`, or runs one of its end notices (so
+/// it is inside a callback of that bus whenever it runs host code).
 pub fn in_callback_of(bus_id: u64) -> bool {
     CURRENT.get().0 == bus_id
 }
 
-/// The subscription whose callback this thread is running for bus `bus_id`, if any.
-pub fn current_subscription(bus_id: u64) -> Option<i64> {
-    let (bus, sub) = CURRENT.get();
-    (bus == bus_id && sub != 0).then_some(sub)
+/// The epoch of the message whose callback is running on this dispatcher thread of bus
+/// `bus_id`.
+pub fn parent_epoch(bus_id: u64) -> Option<Arc<Epoch>> {
+    if DISPATCHER.get() != bus_id || CURRENT.get().0 != bus_id {
+        return None;
+    }
+    PARENT.with(|p| p.borrow().clone())
 }
 
-/// The epoch of the message whose callback is running on this thread.
-pub fn parent_epoch() -> Option<Arc<Epoch>> {
-    PARENT.with(|p| p.borrow().clone())
+/// Runs `f` (an end notice) marked as inside a callback of subscription `sub` of bus `bus`,
+/// on whatever thread this is.
+pub fn as_callback(bus: u64, sub: i64, f: &mut dyn FnMut()) {
+    let outer = CURRENT.replace((bus, sub));
+    f();
+    CURRENT.set(outer);
 }
 
 /// A dispatcher thread's life.
 pub fn worker(shared: Arc<Shared>) {
     let jobs = &shared.run_queue;
     CURRENT.set((shared.id, 0));
+    DISPATCHER.set(shared.id);
     let mut poll = Poller::new(Duration::from_micros(
         shared.options.dispatcher_spin_us as u64,
     ));
-    let mut batch = VecDeque::new();
     // Whether the thread just spent its spin polling a subscription's queue.
     let mut spun = false;
     loop {
@@ -123,13 +133,14 @@ pub fn worker(shared: Arc<Shared>) {
             poll.wait(|| !jobs.is_empty());
         }
         spun = match jobs.pop() {
-            Job::Run(sub) => run(&shared, &sub, None, &mut batch, &mut poll),
-            Job::Idle(sub, since) => run(&shared, &sub, Some(since), &mut batch, &mut poll),
+            Job::Run(sub) => run(&shared, &sub, None, &mut poll),
+            Job::Idle(sub, since) => run(&shared, &sub, Some(since), &mut poll),
             Job::Stop => break,
         };
     }
     PARENT.with(|p| p.borrow_mut().take());
     CURRENT.set((0, 0));
+    DISPATCHER.set(0);
 }
 
 /// How an idle dispatcher waits for work: it polls for up to `spin` before it sleeps (waking a
@@ -191,31 +202,29 @@ impl Poller {
 /// thread for. When other jobs wait, it takes turns with them and goes to the back of the run
 /// queue still scheduled - also while its queue is empty, until it has been empty for the spin
 /// time (`idle_since`) - so that the publishers of busy subscriptions only append, instead of
-/// scheduling them again after every turn. Returns whether a spin ran out (the thread has spun
-/// enough to sleep).
+/// scheduling them again after every turn. Once the subscription has ended, the run completes
+/// its end (end notice included) and keeps it scheduled for good. Returns whether a spin ran
+/// out (the thread has spun enough to sleep).
 fn run(
     shared: &Shared,
     sub: &Arc<Subscription>,
     mut idle_since: Option<Instant>,
-    batch: &mut VecDeque<Arc<Message>>,
     poll: &mut Poller,
 ) -> bool {
     let jobs = &shared.run_queue;
     let mut spun = false;
     loop {
-        sub.take(batch, BATCH);
-        if !batch.is_empty() {
-            deliver(shared, sub, batch);
+        if sub.is_ended() {
+            shared.complete_end(sub, false);
+            return false;
+        }
+        if deliver(shared, sub) > 0 {
             idle_since = None;
             if jobs.is_empty() {
                 continue;
             }
             jobs.push(Job::Run(sub.clone()));
             return false;
-        }
-        // An ended subscription gets no more messages: let it go.
-        if sub.is_closed() {
-            break;
         }
         if !jobs.is_empty() {
             let since = idle_since.unwrap_or_else(Instant::now);
@@ -225,7 +234,7 @@ fn run(
             }
             break;
         }
-        if !poll.wait(|| sub.has_queued() || !jobs.is_empty() || sub.is_closed()) {
+        if !poll.wait(|| sub.has_queued() || !jobs.is_empty() || sub.is_ended()) {
             spun = true;
             break;
         }
@@ -236,11 +245,23 @@ fn run(
     spun
 }
 
-/// Calls the callback for each message of `batch`, in order.
-fn deliver(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Message>>) {
+/// Calls the callback for up to `BATCH` queued messages, in order, stopping once the
+/// subscription ends. Returns how many it took off the queue.
+fn deliver(shared: &Shared, sub: &Arc<Subscription>) -> usize {
+    let mut taken = 0;
     {
-        let mut callback = sub.callback();
-        while let Some(message) = batch.pop_front() {
+        let Some(mut callback) = sub.callback() else {
+            return 0;
+        };
+        let wakes_publishers = sub.blocks_publishers();
+        while taken < BATCH && !sub.is_ended() {
+            let Some(message) = sub.pop() else {
+                break;
+            };
+            taken += 1;
+            if wakes_publishers {
+                shared.tracker.room_made();
+            }
             let Some(epoch) = message.epoch() else {
                 continue; // a spare is never queued
             };
@@ -248,13 +269,14 @@ fn deliver(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Me
             if shared.is_discarding() {
                 shared.tracker.lost(epoch.gen);
                 shared.count(Outcome::Discarded);
+                sub.count_dropped(1);
                 continue;
             }
             let f = match callback.as_mut() {
-                Some(f) if !sub.is_closed() => f,
+                Some(f) if !sub.is_ended() => f,
                 _ => {
-                    *callback = None;
                     shared.count(Outcome::Dropped);
+                    sub.count_dropped(1);
                     continue;
                 }
             };
@@ -276,15 +298,15 @@ fn deliver(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Me
             } else {
                 Outcome::Delivered
             });
+            let failed_out = sub.count_delivered(rc);
             if rc == UNSUBSCRIBE {
-                *callback = None;
-                shared.end_subscription(sub.id);
+                shared.end(sub, EndReason::Returned);
+            } else if failed_out {
+                shared.end(sub, EndReason::Failed);
             }
             shared.spares.recycle(message);
         }
-        if sub.is_closed() {
-            *callback = None;
-        }
     }
     PARENT.with(|p| p.borrow_mut().take());
+    taken
 }

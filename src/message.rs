@@ -328,6 +328,12 @@ impl Tracker {
     /// Gives back one unit of capacity.
     pub fn release(&self) {
         self.held.fetch_sub(1, SeqCst);
+        self.room_made();
+    }
+
+    /// Wakes the waiters after room was made (capacity, or a subscription's queue): only the
+    /// first such call after a waiter went to sleep takes the lock.
+    pub fn room_made(&self) {
         if self.waiters.load(SeqCst) > 0 && !self.wake_pending.swap(true, SeqCst) {
             self.notify();
         }

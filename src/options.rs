@@ -1,6 +1,8 @@
-//! Bus options: parsed from the JSON object given to `jsonbus_new`, with key-and-range errors.
+//! Bus options (`jsonbus_new`) and subscription options (`jsonbus_subscribe_with`,
+//! `jsonbus_subscribe_pull`): parsed from JSON objects, with key-and-range errors.
 
 use crate::status::{Error, Status};
+use crate::topic::{self, Kind};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -90,52 +92,12 @@ impl Options {
     /// refused like any other non-integer. A key given twice is refused.
     pub fn parse(text: Option<&str>) -> Result<Options, Error> {
         let mut options = Options::default();
-        let Some(text) = text else {
-            return Ok(options);
-        };
-        let bad = |message: String| Error::new(Status::Options, message);
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| bad(format!("options are not valid JSON: {e}")))?;
-        if !value.is_object() {
-            return Err(bad(format!(
-                "options must be a JSON object, not {}",
-                kind_of(&value)
-            )));
-        }
-        let Members(members) = serde_json::from_str(text)
-            .map_err(|e| bad(format!("options are not valid JSON: {e}")))?;
-        // A repeated key is reported first, whatever its values.
-        for (i, (name, _)) in members.iter().enumerate() {
-            if members[..i].iter().any(|(earlier, _)| earlier == name) {
-                return Err(bad(format!("option \"{name}\" is given more than once")));
-            }
-        }
-        for (name, raw) in &members {
-            let key = KEYS.iter().find(|k| k.name == name).ok_or_else(|| {
-                let known: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
-                bad(format!(
-                    "unknown option \"{name}\"; known options: {}",
-                    known.join(", ")
-                ))
-            })?;
-            let range = format!("an integer from {} to {}", key.min, key.max);
-            let raw = raw.get();
-            let digits = raw.strip_prefix('-').unwrap_or(raw);
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                let kind =
-                    serde_json::from_str::<Value>(raw).map_or(raw.to_string(), |v| kind_of(&v));
-                return Err(bad(format!(
-                    "option \"{name}\" must be {range}, not {kind}"
-                )));
-            }
-            match raw.parse::<i64>() {
-                Ok(n) if (key.min..=key.max).contains(&n) => (key.set)(&mut options, n),
-                _ => {
-                    return Err(bad(format!(
-                        "option \"{name}\" is {raw}, out of range: it must be {range}"
-                    )))
-                }
-            }
+        for (name, raw) in members(text)? {
+            let key = KEYS
+                .iter()
+                .find(|k| k.name == name)
+                .ok_or_else(|| unknown(&name, KEYS.iter().map(|k| k.name)))?;
+            (key.set)(&mut options, integer(&name, raw.get(), key.min, key.max)?);
         }
         Ok(options)
     }
@@ -146,6 +108,177 @@ impl Options {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         }
+    }
+}
+
+/// What a publish does when a subscription already holds its `queue_limit` messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFull {
+    /// Wait for room, as for a full bus (the default).
+    Block,
+    /// Drop the subscription's oldest queued message.
+    DropOldest,
+    /// Do not queue the new message for it.
+    DropNew,
+    /// End the subscription (`EndReason::Slow`).
+    End,
+}
+
+impl OnFull {
+    const ALL: [(OnFull, &'static str); 4] = [
+        (OnFull::Block, "block"),
+        (OnFull::DropOldest, "drop_oldest"),
+        (OnFull::DropNew, "drop_new"),
+        (OnFull::End, "end"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        OnFull::ALL
+            .iter()
+            .find(|(p, _)| *p == self)
+            .map_or("", |(_, n)| n)
+    }
+}
+
+/// How one subscription is configured: the object given to `jsonbus_subscribe_with` and
+/// `jsonbus_subscribe_pull`. `SubscribeOptions::default()` is what `NULL` or `"{}"` gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Most messages queued for the subscription; 0 = no limit of its own.
+    pub queue_limit: usize,
+    pub on_full: OnFull,
+    /// End the subscription after this many negative returns in a row; 0 = never.
+    pub max_failures: u32,
+    /// Queue group: one topic token.
+    pub group: Option<Box<str>>,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> SubscribeOptions {
+        SubscribeOptions {
+            queue_limit: 0,
+            on_full: OnFull::Block,
+            max_failures: 0,
+            group: None,
+        }
+    }
+}
+
+const SUBSCRIBE_KEYS: [&str; 4] = ["queue_limit", "on_full", "max_failures", "group"];
+
+impl SubscribeOptions {
+    /// Parses a subscription's options object; `None` and `"{}"` give the defaults. Errors as
+    /// for `Options::parse`, with the allowed values of the string options.
+    pub fn parse(text: Option<&str>) -> Result<SubscribeOptions, Error> {
+        let mut o = SubscribeOptions::default();
+        for (name, raw) in members(text)? {
+            let raw = raw.get();
+            match name.as_str() {
+                "queue_limit" => o.queue_limit = integer(&name, raw, 0, 16_777_216)? as usize,
+                "max_failures" => o.max_failures = integer(&name, raw, 0, i32::MAX as i64)? as u32,
+                "on_full" => {
+                    let names: Vec<String> = OnFull::ALL
+                        .iter()
+                        .map(|(_, n)| format!("\"{n}\""))
+                        .collect();
+                    let allowed = format!("one of {}", names.join(", "));
+                    let value = string(&name, raw, &allowed)?;
+                    o.on_full = OnFull::ALL
+                        .iter()
+                        .find(|(_, n)| *n == value)
+                        .map(|(p, _)| *p)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "option \"on_full\" is \"{value}\"; it must be {allowed}"
+                            ))
+                        })?;
+                }
+                "group" => {
+                    let allowed = "one topic token (printable ASCII without '.', '*' or '>', at most 256 bytes)";
+                    let value = string(&name, raw, allowed)?;
+                    if topic::check(&value, Kind::Topic).is_err() || value.contains('.') {
+                        return Err(bad(format!(
+                            "option \"group\" is \"{}\"; it must be {allowed}",
+                            value.escape_debug()
+                        )));
+                    }
+                    o.group = Some(value.into());
+                }
+                _ => return Err(unknown(&name, SUBSCRIBE_KEYS.into_iter())),
+            }
+        }
+        Ok(o)
+    }
+
+    /// Whether publishing must look at this subscription's queue or group before queueing.
+    pub fn is_plain(&self) -> bool {
+        self.queue_limit == 0 && self.group.is_none()
+    }
+}
+
+fn bad(message: String) -> Error {
+    Error::new(Status::Options, message)
+}
+
+fn unknown<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Error {
+    let known: Vec<&str> = known.collect();
+    bad(format!(
+        "unknown option \"{name}\"; known options: {}",
+        known.join(", ")
+    ))
+}
+
+/// The members of an options object in document order, each value as written; `None` is no
+/// members. A key given twice is refused first, whatever its values.
+fn members(text: Option<&str>) -> Result<Vec<(String, Box<RawValue>)>, Error> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("options are not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(bad(format!(
+            "options must be a JSON object, not {}",
+            kind_of(&value)
+        )));
+    }
+    let Members(members) =
+        serde_json::from_str(text).map_err(|e| bad(format!("options are not valid JSON: {e}")))?;
+    for (i, (name, _)) in members.iter().enumerate() {
+        if members[..i].iter().any(|(earlier, _)| earlier == name) {
+            return Err(bad(format!("option \"{name}\" is given more than once")));
+        }
+    }
+    Ok(members)
+}
+
+/// An integer option's value, written as an integer literal and within `min..=max`.
+fn integer(name: &str, raw: &str, min: i64, max: i64) -> Result<i64, Error> {
+    let range = format!("an integer from {min} to {max}");
+    let digits = raw.strip_prefix('-').unwrap_or(raw);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        let kind = serde_json::from_str::<Value>(raw).map_or(raw.to_string(), |v| kind_of(&v));
+        return Err(bad(format!(
+            "option \"{name}\" must be {range}, not {kind}"
+        )));
+    }
+    match raw.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(bad(format!(
+            "option \"{name}\" is {raw}, out of range: it must be {range}"
+        ))),
+    }
+}
+
+/// A string option's value; anything else is refused, naming what is `allowed`.
+fn string(name: &str, raw: &str, allowed: &str) -> Result<String, Error> {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(Value::String(s)) => Ok(s),
+        Ok(v) => Err(bad(format!(
+            "option \"{name}\" must be {allowed}, not {}",
+            kind_of(&v)
+        ))),
+        Err(_) => Err(bad(format!("option \"{name}\" must be {allowed}"))),
     }
 }
 
@@ -254,5 +387,50 @@ mod tests {
             .contains("\"max_depth\" is -0, out of range"));
         let spaced = Options::parse(Some("{ \"dispatcher_threads\" :\n -0 \t}")).unwrap();
         assert_eq!(spaced.dispatcher_threads, 0);
+    }
+
+    fn sub_err(text: &str) -> String {
+        let e = SubscribeOptions::parse(Some(text)).unwrap_err();
+        assert_eq!(e.status, Status::Options, "{text}");
+        e.message
+    }
+
+    #[test]
+    fn subscription_options() {
+        assert_eq!(
+            SubscribeOptions::parse(None).unwrap(),
+            SubscribeOptions::default()
+        );
+        let o = SubscribeOptions::parse(Some(
+            r#"{"queue_limit":16777216,"on_full":"drop_oldest","max_failures":2147483647,"group":"workers"}"#,
+        ))
+        .unwrap();
+        assert_eq!(o.queue_limit, 16_777_216);
+        assert_eq!(o.on_full, OnFull::DropOldest);
+        assert_eq!(o.max_failures, i32::MAX as u32);
+        assert_eq!(o.group.as_deref(), Some("workers"));
+        assert!(!o.is_plain());
+        for (p, n) in OnFull::ALL {
+            let o = SubscribeOptions::parse(Some(&format!(r#"{{"on_full":"{n}"}}"#))).unwrap();
+            assert_eq!((o.on_full, p.name()), (p, n));
+        }
+        let m = sub_err(r#"{"on_full":"drop"}"#);
+        assert!(
+            m.contains("\"drop\"") && m.contains("\"drop_oldest\", \"drop_new\", \"end\""),
+            "{m}"
+        );
+        assert!(sub_err(r#"{"on_full":1}"#).contains("not the number 1"));
+        assert!(sub_err(r#"{"queue_limit":-1}"#).contains("from 0 to 16777216"));
+        assert!(sub_err(r#"{"queue_limit":"5"}"#).contains("not a string"));
+        assert!(sub_err(r#"{"max_failures":2147483648}"#).contains("out of range"));
+        for g in ["a.b", "", "*", ">", "a b", "é"] {
+            let m = sub_err(&format!(r#"{{"group":"{g}"}}"#));
+            assert!(m.contains("one topic token"), "{g}: {m}");
+        }
+        assert!(sub_err(r#"{"group":null}"#).contains("not null"));
+        assert!(sub_err(r#"{"limit":1}"#)
+            .contains("known options: queue_limit, on_full, max_failures, group"));
+        assert!(sub_err(r#"{"group":"a","group":"b"}"#).contains("more than once"));
+        assert!(sub_err("[]").contains("must be a JSON object"));
     }
 }

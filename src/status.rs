@@ -18,6 +18,8 @@ pub enum Status {
     Deadlock,
     Options,
     Internal,
+    Ended,
+    Unsupported,
 }
 
 /// Success.
@@ -27,7 +29,7 @@ pub const UNSUBSCRIBE: i32 = 1;
 
 impl Status {
     /// Every kind, in code order.
-    pub const ALL: [Status; 12] = [
+    pub const ALL: [Status; 14] = [
         Status::Null,
         Status::Utf8,
         Status::Json,
@@ -40,6 +42,8 @@ impl Status {
         Status::Deadlock,
         Status::Options,
         Status::Internal,
+        Status::Ended,
+        Status::Unsupported,
     ];
 
     /// The negative code C sees.
@@ -57,6 +61,8 @@ impl Status {
             Status::Deadlock => -10,
             Status::Options => -11,
             Status::Internal => -12,
+            Status::Ended => -13,
+            Status::Unsupported => -14,
         }
     }
 
@@ -75,6 +81,8 @@ impl Status {
             Status::Deadlock => c"JSONBUS_ERR_DEADLOCK",
             Status::Options => c"JSONBUS_ERR_OPTIONS",
             Status::Internal => c"JSONBUS_ERR_INTERNAL",
+            Status::Ended => c"JSONBUS_ERR_ENDED",
+            Status::Unsupported => c"JSONBUS_ERR_UNSUPPORTED",
         }
     }
 }

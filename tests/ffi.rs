@@ -72,6 +72,8 @@ fn names_version_and_add() {
         (JSONBUS_ERR_DEADLOCK, "JSONBUS_ERR_DEADLOCK"),
         (JSONBUS_ERR_OPTIONS, "JSONBUS_ERR_OPTIONS"),
         (JSONBUS_ERR_INTERNAL, "JSONBUS_ERR_INTERNAL"),
+        (JSONBUS_ERR_ENDED, "JSONBUS_ERR_ENDED"),
+        (JSONBUS_ERR_UNSUPPORTED, "JSONBUS_ERR_UNSUPPORTED"),
     ];
     for (code, name) in codes {
         assert_eq!(s(jsonbus_status_name(code)), name);
@@ -82,6 +84,22 @@ fn names_version_and_add() {
             .any(|(c, n)| *c == status.code() && status.name().to_str() == Ok(*n)));
     }
     assert_eq!(s(jsonbus_status_name(-9999)), "JSONBUS_UNKNOWN_STATUS");
+    let reasons = [
+        (JSONBUS_END_UNSUBSCRIBED, "JSONBUS_END_UNSUBSCRIBED"),
+        (JSONBUS_END_RETURNED, "JSONBUS_END_RETURNED"),
+        (JSONBUS_END_SLOW, "JSONBUS_END_SLOW"),
+        (JSONBUS_END_FAILED, "JSONBUS_END_FAILED"),
+        (JSONBUS_END_CLOSED, "JSONBUS_END_CLOSED"),
+        (JSONBUS_END_PEER_GONE, "JSONBUS_END_PEER_GONE"),
+    ];
+    for (code, name) in reasons {
+        assert!(code > 0);
+        assert_eq!(s(jsonbus_end_reason_name(code)), name);
+    }
+    for r in ::jsonbus::EndReason::ALL {
+        assert!(reasons.iter().any(|(c, _)| *c == r.code()));
+    }
+    assert_eq!(s(jsonbus_end_reason_name(0)), "JSONBUS_END_UNKNOWN");
     assert_eq!(add(2, 3), 5);
     assert_eq!(add(i32::MAX, 1), i32::MIN);
     assert_eq!(add(i32::MIN, -1), i32::MAX);

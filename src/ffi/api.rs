@@ -140,7 +140,8 @@ pub extern "C" fn jsonbus_free(bus: *mut jsonbus) {
     })
 }
 
-/// Subscribes `cb` to the topics `pattern` matches, with `user_data` passed to every call.
+/// Subscribes `cb` to the topics `pattern` matches, with `user_data` passed to every call:
+/// `jsonbus_subscribe_with(bus, pattern, NULL, cb, NULL, user_data)`.
 /// Patterns are topics whose tokens may also be `*` (exactly one token) or, as the last token,
 /// `>` (one or more tokens): `orders.*.new`, `orders.>`, `>`.
 ///
@@ -154,26 +155,27 @@ pub extern "C" fn jsonbus_subscribe(
     cb: jsonbus_callback,
     user_data: *mut c_void,
 ) -> i64 {
-    boundary(|| {
-        error::id((|| {
-            let bus = open(bus)?;
-            if pattern.is_null() {
-                return Err(Error::new(Status::Null, "pattern is NULL"));
-            }
-            let cb = callback(cb, user_data)?;
-            // A closed bus says so first, whatever else is wrong with the call (NULLs aside).
-            bus.check_open("cannot subscribe")?;
-            bus.subscribe(topic_text(pattern, "pattern")?, cb)
-        })())
-    })
+    super::subscriptions::jsonbus_subscribe_with(
+        bus,
+        pattern,
+        std::ptr::null(),
+        cb,
+        None,
+        user_data,
+    )
 }
 
 /// Ends a subscription; messages still queued for it are discarded (counted as `dropped`).
-/// When it returns `JSONBUS_OK`, the callback is not running and never runs again, so its
-/// `user_data` may be freed - except when called from a callback of the same bus for another
-/// subscription: it then does not wait, and an invocation already running may still be
-/// finishing (it is never started again). Unknown, ended, or on a closed bus:
-/// `JSONBUS_ERR_NOT_FOUND`.
+/// When it returns `JSONBUS_OK`, the callback is not running and never runs again and its end
+/// notice has run, so its `user_data` may be freed - except when called from a callback (or an
+/// end notice) of the same bus for another subscription: it then does not wait, an invocation
+/// already running may still be finishing (it is never started again), and the end notice runs
+/// on a dispatcher thread once it has returned.
+///
+/// A subscription that ended on its own (`JSONBUS_END_SLOW`, `_FAILED`, `_RETURNED`) is
+/// released: `JSONBUS_OK`, after waiting as above; its end notice keeps the original reason. A
+/// callback subscription is forgotten once its end notice has returned, a pull subscription
+/// once it is unsubscribed. Unknown, forgotten, or on a closed bus: `JSONBUS_ERR_NOT_FOUND`.
 #[no_mangle]
 pub extern "C" fn jsonbus_unsubscribe(bus: *mut jsonbus, subscription: i64) -> i32 {
     boundary(|| {
@@ -266,12 +268,13 @@ pub extern "C" fn jsonbus_flush(bus: *mut jsonbus, timeout_ms: i32) -> i32 {
 /// The bus's counters as a JSON object (free it with `jsonbus_string_free`), or NULL with the
 /// last error set. Keys, all integers unless said:
 /// - `published`: messages accepted (also the `seq` of the last one);
-/// - `delivered`: callback invocations;
+/// - `delivered`: callback invocations, and messages handed out by `jsonbus_next`;
 /// - `unrouted`: accepted messages that matched no subscription;
-/// - `dropped`: deliveries discarded - by a close that ran out of time, or queued for a
-///   subscription when it ended (`delivered` and `dropped` count message x subscription);
+/// - `dropped`: deliveries discarded - by a close that ran out of time, queued for a
+///   subscription when it ended, or dropped by a subscription's `on_full` policy (`delivered`
+///   and `dropped` count message x subscription);
 /// - `queued`: messages held now (counted against `queue_capacity`);
-/// - `subscriptions`: live subscriptions;
+/// - `subscriptions`: live subscriptions (not those that ended);
 /// - `callback_failures`: callbacks that returned a negative value;
 /// - `dispatcher_threads`: dispatcher threads the bus runs (0 in the options resolved to the
 ///   CPU count);

@@ -7,8 +7,9 @@
 
 mod api;
 mod error;
-pub(crate) mod thread;
+mod subscriptions;
 mod types;
 
 pub use api::*;
+pub use subscriptions::*;
 pub use types::*;

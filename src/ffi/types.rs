@@ -4,11 +4,14 @@
 
 use crate::bus::Bus;
 use crate::default_bus;
+use crate::message::Message;
 use crate::status::{Error, Status};
-use crate::subscription::{Callback, Delivery};
+use crate::subscription::end::{EndNotice, EndReason};
+use crate::subscription::{Callback, Consumer, Delivery};
 use crate::topic::MAX_TOPIC_BYTES;
 use std::ffi::{c_char, c_void, CStr};
 use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Success.
@@ -43,6 +46,27 @@ pub const JSONBUS_ERR_DEADLOCK: i32 = -10;
 pub const JSONBUS_ERR_OPTIONS: i32 = -11;
 /// A bug inside the library was caught; the bus stays usable.
 pub const JSONBUS_ERR_INTERNAL: i32 = -12;
+/// The subscription has ended on its own (the message says why): `jsonbus_next` once its queue
+/// is empty. `jsonbus_unsubscribe` releases it.
+pub const JSONBUS_ERR_ENDED: i32 = -13;
+/// This build or platform does not offer the call (the message says what does), such as
+/// `jsonbus_pull_fd` on Windows.
+pub const JSONBUS_ERR_UNSUPPORTED: i32 = -14;
+
+/// End reason: `jsonbus_unsubscribe` ended the subscription.
+pub const JSONBUS_END_UNSUBSCRIBED: i32 = 1;
+/// End reason: its callback returned `JSONBUS_UNSUBSCRIBE` (a callback that calls
+/// `jsonbus_unsubscribe` on its own subscription gives `JSONBUS_END_UNSUBSCRIBED`).
+pub const JSONBUS_END_RETURNED: i32 = 2;
+/// End reason: its queue was at `queue_limit` with `on_full` "end" when a message came.
+pub const JSONBUS_END_SLOW: i32 = 3;
+/// End reason: its callback returned a negative value `max_failures` times in a row.
+pub const JSONBUS_END_FAILED: i32 = 4;
+/// End reason: the bus was closed or freed.
+pub const JSONBUS_END_CLOSED: i32 = 5;
+/// End reason: the process that made it exited or lost its connection (buses shared across
+/// processes; not produced by an in-process bus).
+pub const JSONBUS_END_PEER_GONE: i32 = 6;
 
 /// A bus. Opaque: create it with `jsonbus_new` (or use `jsonbus_default()`), end it with
 /// `jsonbus_free`.
@@ -60,8 +84,9 @@ pub(crate) static DEFAULT_HANDLE: jsonbus = jsonbus {
     target: Target::Default,
 };
 
-/// A message as a callback sees it. Valid only during the callback: copy what you keep.
-/// New fields are only ever appended.
+/// A message as a callback sees it: valid only during the callback (copy what you keep). One
+/// handed out by `jsonbus_next` stays valid until `jsonbus_message_release`. New fields are
+/// only ever appended.
 #[repr(C)]
 pub struct jsonbus_message {
     /// The topic it was published on, NUL-terminated.
@@ -88,7 +113,8 @@ pub struct jsonbus_message {
 ///
 /// Return `JSONBUS_OK` to stay subscribed, `JSONBUS_UNSUBSCRIBE` to end this subscription, or
 /// a negative value to report a failure (counted in the stats' `callback_failures`; it stays
-/// subscribed). Other positive values count as `JSONBUS_OK`.
+/// subscribed, unless that was its `max_failures`-th in a row). Other positive values count as
+/// `JSONBUS_OK`.
 ///
 /// It may call `jsonbus_publish`, `jsonbus_subscribe`, `jsonbus_unsubscribe`, `jsonbus_stats`
 /// and the quick API on any bus. On its own bus, `jsonbus_flush`, `jsonbus_close` and
@@ -97,44 +123,102 @@ pub struct jsonbus_message {
 /// exceptions, `longjmp`) out of the callback.
 ///
 /// `user_data` is the pointer given to `jsonbus_subscribe`; jsonbus never reads or frees it.
-/// Free it once `jsonbus_unsubscribe` returned `JSONBUS_OK` (from outside the callback), once
-/// the callback returned `JSONBUS_UNSUBSCRIBE`, or once `jsonbus_close` returned.
+/// Free it in the subscription's end notice (`jsonbus_subscribe_with`), or once
+/// `jsonbus_unsubscribe` returned `JSONBUS_OK` (from outside the callback), once the callback
+/// returned `JSONBUS_UNSUBSCRIBE`, or once `jsonbus_close` returned.
 pub type jsonbus_callback =
     Option<unsafe extern "C" fn(msg: *const jsonbus_message, user_data: *mut c_void) -> i32>;
 
-/// A C callback and its user data, as a core callback.
-struct CCallback {
-    f: unsafe extern "C" fn(*const jsonbus_message, *mut c_void) -> i32,
-    user_data: *mut c_void,
-}
+/// A subscription's end notice, for `jsonbus_subscribe_with`.
+///
+/// Called exactly once per subscription, whatever ends it, with its id, the reason
+/// (`JSONBUS_END_*`) and the subscription's `user_data`. It runs after the last invocation of the
+/// callback has returned, never concurrently with it, and no callback of the subscription runs
+/// once it has begun: free `user_data` here.
+///
+/// Which thread calls it: the thread of a `jsonbus_unsubscribe`, `jsonbus_close` or
+/// `jsonbus_free` that ended the subscription from outside the bus's callbacks (it has returned
+/// before they return), otherwise a dispatcher thread: after the callback returned
+/// `JSONBUS_UNSUBSCRIBE` or its `max_failures`-th failure, after another callback of the bus
+/// unsubscribed it (once a running invocation returns), or after a publish ended it as slow.
+/// It may call what a callback may call, with the same rules (on its own bus `jsonbus_flush` and
+/// `jsonbus_close` return `JSONBUS_ERR_DEADLOCK`, a publish never waits for room). It must not
+/// unwind out of the call.
+pub type jsonbus_end_callback =
+    Option<unsafe extern "C" fn(subscription: i64, reason: i32, user_data: *mut c_void)>;
 
-// SAFETY: the C caller gave us `f` and `user_data` to be used from dispatcher threads (the
-// header says so); jsonbus never calls the callback concurrently with itself.
-unsafe impl Send for CCallback {}
+/// The host's `user_data`, moved to the threads that call back with it.
+#[derive(Clone, Copy)]
+struct UserData(*mut c_void);
 
-impl CCallback {
-    fn call(&self, d: &Delivery<'_>) -> i32 {
-        let m = d.message;
-        let msg = jsonbus_message {
-            topic: m.topic_with_nul().as_ptr().cast(),
-            topic_len: m.topic_with_nul().len() - 1,
-            json: m.json_with_nul().as_ptr().cast(),
-            json_len: m.json().len(),
-            seq: m.seq,
-            published_ns: m.published_ns,
-            subscription: d.subscription,
-        };
-        // SAFETY: `f` is the caller's callback with its own `user_data`; `msg` and the bytes it
-        // points to outlive the call.
-        unsafe { (self.f)(&msg, self.user_data) }
+// SAFETY: the C caller gave us `user_data` to be passed to its callbacks on jsonbus's threads
+// (the header says so); jsonbus never reads it.
+unsafe impl Send for UserData {}
+
+impl UserData {
+    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
+    fn get(self) -> *mut c_void {
+        self.0
     }
 }
 
-/// Wraps a C callback; NULL is `JSONBUS_ERR_NULL`.
-pub(crate) fn callback(cb: jsonbus_callback, user_data: *mut c_void) -> Result<Callback, Error> {
+/// The C view of a message, pointing into `m`, which must outlive it.
+pub(crate) fn c_message(m: &Message, subscription: i64) -> jsonbus_message {
+    jsonbus_message {
+        topic: m.topic_with_nul().as_ptr().cast(),
+        topic_len: m.topic_with_nul().len() - 1,
+        json: m.json_with_nul().as_ptr().cast(),
+        json_len: m.json().len(),
+        seq: m.seq,
+        published_ns: m.published_ns,
+        subscription,
+    }
+}
+
+/// Wraps a C callback and its optional end notice; a NULL callback is `JSONBUS_ERR_NULL`.
+pub(crate) fn consumer(
+    cb: jsonbus_callback,
+    on_end: jsonbus_end_callback,
+    user_data: *mut c_void,
+) -> Result<Consumer, Error> {
     let f = cb.ok_or_else(|| Error::new(Status::Null, "callback is NULL"))?;
-    let c = CCallback { f, user_data };
-    Ok(Box::new(move |d: &Delivery<'_>| c.call(d)))
+    let data = UserData(user_data);
+    let callback: Callback = Box::new(move |d: &Delivery<'_>| {
+        let msg = c_message(d.message, d.subscription);
+        // SAFETY: `f` is the caller's callback with its own `user_data`; `msg` and the bytes it
+        // points to outlive the call.
+        unsafe { f(&msg, data.get()) }
+    });
+    let notice = on_end.map(|end| -> EndNotice {
+        Box::new(move |id: i64, reason: EndReason| {
+            // SAFETY: `end` is the caller's end notice with its own `user_data`, called once.
+            unsafe { end(id, reason.code(), data.get()) }
+        })
+    });
+    Ok(Consumer::Callback(callback, notice))
+}
+
+/// A message handed out by `jsonbus_next`: the C view first, so that the pointer handed out is
+/// also this struct's, and the reference that keeps the message held until it is released.
+#[repr(C)]
+pub(crate) struct Pulled {
+    pub(crate) msg: jsonbus_message,
+    keep: Arc<Message>,
+}
+
+/// Hands a pulled message to C (freed by `take_pulled`).
+pub(crate) fn give_pulled(m: Arc<Message>, subscription: i64) -> *mut jsonbus_message {
+    let msg = c_message(&m, subscription);
+    Box::into_raw(Box::new(Pulled { msg, keep: m })).cast()
+}
+
+/// Takes back a message from `give_pulled` and drops it.
+///
+/// # Safety
+/// `msg` came from `give_pulled` and is not used again.
+pub(crate) unsafe fn take_pulled(msg: *mut jsonbus_message) {
+    // SAFETY: per this function's contract; `Pulled` starts with the `jsonbus_message`.
+    drop(unsafe { Box::from_raw(msg.cast::<Pulled>()) });
 }
 
 /// A bus to call: borrowed from an owned handle, or the default bus.
