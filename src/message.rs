@@ -141,6 +141,16 @@ impl Message {
     }
 }
 
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("seq", &self.seq)
+            .field("topic", &self.topic())
+            .field("json", &String::from_utf8_lossy(self.json()))
+            .finish()
+    }
+}
+
 impl Drop for Message {
     fn drop(&mut self) {
         self.retire();
