@@ -313,8 +313,12 @@ struct jsonbus *jsonbus_new(const char *options_json);
 /**
  * Closes a bus: stops accepting publishes at once, keeps delivering what is queued for up to
  * `timeout_ms` (negative: no limit; 0: not at all), then discards the rest (counted in the
- * stats' `dropped`); a callback already running is always waited for. Returns
- * `JSONBUS_ERR_TIMEOUT` if it discarded anything, else `JSONBUS_OK`.
+ * stats' `dropped`); a callback already running is always waited for, and so are messages
+ * handed out by `jsonbus_next` until released (they stay valid after the close). Then every
+ * subscription ends (`JSONBUS_END_CLOSED`; end notices run on this thread). Returns
+ * `JSONBUS_ERR_TIMEOUT` if it discarded anything or pulled messages were still not
+ * released, else `JSONBUS_OK`. Pull subscriptions then answer `jsonbus_next` with
+ * `JSONBUS_ERR_ENDED`, and their descriptors stay open until `jsonbus_free`.
  *
  * Afterwards no callback runs and the bus has no threads; publish and subscribe return
  * `JSONBUS_ERR_CLOSED`, unsubscribe `JSONBUS_ERR_NOT_FOUND`, flush and a second close
@@ -325,7 +329,8 @@ struct jsonbus *jsonbus_new(const char *options_json);
 int32_t jsonbus_close(struct jsonbus *bus, int32_t timeout_ms);
 
 /**
- * Closes the bus if it is open (without a time limit) and frees it. NULL does nothing.
+ * Closes the bus if it is open (without a time limit: it also waits until every message
+ * handed out by `jsonbus_next` has been released) and frees it. NULL does nothing.
  * Like `free`, it must not race with other calls on the same bus, and the handle must not be
  * used afterwards. From a callback of the same bus it does nothing and sets the last status to
  * `JSONBUS_ERR_DEADLOCK`. `jsonbus_free(jsonbus_default())` is `jsonbus_shutdown(-1)`.

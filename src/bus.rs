@@ -3,15 +3,15 @@
 //! Rust; the C layer in `ffi` is a thin wrapper over it.
 
 use crate::dispatch::{self, Job, RunQueue};
-use crate::message::{Epoch, Message, Room, Spares, Tracker};
+use crate::message::{Epoch, Message, Spares, Tracker};
 use crate::options::{Options, SubscribeOptions};
 use crate::router::Router;
+use crate::stats::{Stats, REJECT_REASONS};
 use crate::status::{Error, Status};
 use crate::subscription::end::EndReason;
-use crate::subscription::{Callback, Consumer, NotNext, Offered, Subscription, SubscriptionStats};
+use crate::subscription::{Callback, Consumer, NotNext, Subscription, SubscriptionStats};
 use crate::sys::thread::{self, Thread};
 use crate::topic::{self, Kind};
-use crate::{clock, fanout, validate};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -49,29 +49,29 @@ pub struct Shared {
 /// What publishes, subscribes and unsubscribes change together, under one lock: so the
 /// sequence number, the routing and the enqueueing of a message are one step, and every
 /// subscription sees shared messages in the same order.
-struct Core {
-    closed: bool,
+pub(crate) struct Core {
+    pub(crate) closed: bool,
     /// The last `seq` given, which is also the number of messages accepted.
-    seq: u64,
-    unrouted: u64,
-    epoch: Arc<Epoch>,
+    pub(crate) seq: u64,
+    pub(crate) unrouted: u64,
+    pub(crate) epoch: Arc<Epoch>,
     /// Live subscriptions only.
-    router: Router<Arc<Subscription>>,
+    pub(crate) router: Router<Arc<Subscription>>,
     /// Live subscriptions and ended ones still known: a callback subscription until its end is
     /// complete (its last invocation and its end notice returned), a pull subscription until
     /// `unsubscribe` releases it or the bus is dropped.
-    subscriptions: HashMap<i64, Arc<Subscription>>,
-    live: usize,
+    pub(crate) subscriptions: HashMap<i64, Arc<Subscription>>,
+    pub(crate) live: usize,
     /// Live subscriptions with a queue limit or a group. While there are none, a publish
     /// queues for every match without looking at them.
-    special: usize,
+    pub(crate) special: usize,
     /// Advances as group members take turns.
-    turn: u64,
+    pub(crate) turn: u64,
 }
 
 impl Core {
     /// Takes `sub` out of routing and marks it ended for `reason`, unless it ended already.
-    fn end(&mut self, sub: &Subscription, reason: EndReason) -> bool {
+    pub(crate) fn end(&mut self, sub: &Subscription, reason: EndReason) -> bool {
         if !sub.mark_ended(reason) {
             return false;
         }
@@ -104,36 +104,11 @@ pub(crate) enum Outcome {
     Discarded,
 }
 
-/// Rejection reasons as the stats name them.
-const REJECT_REASONS: [(&str, Status); 6] = [
-    ("json", Status::Json),
-    ("utf8", Status::Utf8),
-    ("topic", Status::Topic),
-    ("too_large", Status::TooLarge),
-    ("full", Status::Full),
-    ("closed", Status::Closed),
-];
-
-/// A snapshot of a bus's counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub published: u64,
-    pub delivered: u64,
-    pub unrouted: u64,
-    pub dropped: u64,
-    pub queued: u64,
-    pub subscriptions: u64,
-    pub callback_failures: u64,
-    pub dispatcher_threads: u64,
-    /// Refused publishes by reason: json, utf8, topic, too_large, full, closed.
-    pub rejected: [(&'static str, u64); 6],
-}
-
-fn closed_error(what: &str) -> Error {
+pub(crate) fn closed_error(what: &str) -> Error {
     Error::new(Status::Closed, format!("{what}: the bus is closed"))
 }
 
-fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+pub(crate) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
     timeout.map(|t| Instant::now() + t)
 }
 
@@ -443,6 +418,8 @@ impl Bus {
             }
             s.complete_end(&sub, true);
         }
+        // Ends scheduled for dispatchers that are gone were completed just above.
+        s.run_queue.clear();
         s.finished.store(true, SeqCst);
         let unreleased = s.tracker.held();
         match s.counts.discarded_by_close.load(SeqCst) {
@@ -497,44 +474,8 @@ impl Bus {
     }
 }
 
-impl Stats {
-    /// The statistics of a bus that was never opened (used for the idle default bus).
-    pub fn empty(options: &Options) -> Stats {
-        let mut rejected = [("", 0); 6];
-        for (i, (name, _)) in REJECT_REASONS.iter().enumerate() {
-            rejected[i] = (name, 0);
-        }
-        Stats {
-            dispatcher_threads: options.resolved_threads() as u64,
-            rejected,
-            ..Stats::default()
-        }
-    }
-
-    /// As a JSON object.
-    pub fn to_json(&self) -> String {
-        let rejected: Vec<String> = self
-            .rejected
-            .iter()
-            .map(|(k, v)| format!("\"{k}\":{v}"))
-            .collect();
-        format!(
-            "{{\"published\":{},\"delivered\":{},\"unrouted\":{},\"dropped\":{},\"queued\":{},\"subscriptions\":{},\"callback_failures\":{},\"dispatcher_threads\":{},\"rejected\":{{{}}}}}",
-            self.published,
-            self.delivered,
-            self.unrouted,
-            self.dropped,
-            self.queued,
-            self.subscriptions,
-            self.callback_failures,
-            self.dispatcher_threads,
-            rejected.join(",")
-        )
-    }
-}
-
 impl Shared {
-    fn core(&self) -> MutexGuard<'_, Core> {
+    pub(crate) fn core(&self) -> MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -544,12 +485,6 @@ impl Shared {
 
     pub(crate) fn is_discarding(&self) -> bool {
         self.discarding.load(Relaxed)
-    }
-
-    fn enqueue(&self, sub: &Arc<Subscription>, message: Arc<Message>) {
-        if sub.push(message) {
-            self.schedule(sub.clone());
-        }
     }
 
     pub(crate) fn schedule(&self, sub: Arc<Subscription>) {
@@ -606,7 +541,7 @@ impl Shared {
     /// What follows `Core::end`, once the bus lock is let go: the queue is discarded (counted as
     /// dropped), publishers waiting for its room look again, pullers wake, and a callback
     /// subscription goes on the run queue so that a dispatcher completes its end.
-    fn after_end(&self, sub: &Arc<Subscription>) {
+    pub(crate) fn after_end(&self, sub: &Arc<Subscription>) {
         let queued = sub.take_all();
         self.dropped(sub, queued.len() as u64);
         drop(queued);
@@ -645,181 +580,5 @@ impl Shared {
         }
         // Runs scheduled after the stops found no thread; their queues were emptied.
         self.run_queue.clear();
-    }
-
-    fn publish(&self, topic: &str, json: &[u8]) -> Result<u64, Error> {
-        if self.tracker.is_closed() {
-            return Err(closed_error("cannot publish"));
-        }
-        topic::check(topic, Kind::Topic)?;
-        validate::check_payload(json, self.options.max_message_bytes, self.options.max_depth)?;
-        let mut message = self.spares.message(topic, json);
-        let in_callback = dispatch::in_callback_of(self.id);
-        let timeout_ms = if in_callback {
-            0
-        } else {
-            self.options.publish_timeout_ms
-        };
-        let until = match timeout_ms {
-            ms if ms > 0 => deadline(Some(Duration::from_millis(ms as u64))),
-            _ => None,
-        };
-        let room = match timeout_ms {
-            0 if self.tracker.try_reserve() => Room::Taken,
-            0 => Room::Full,
-            _ => self.tracker.reserve(until),
-        };
-        let full = |why: String| {
-            let how = if in_callback {
-                "; a callback publishing into its own bus never waits for room"
-            } else if timeout_ms > 0 {
-                " and publish_timeout_ms ran out"
-            } else {
-                ""
-            };
-            Err(Error::new(Status::Full, format!("{why}{how}")))
-        };
-        match room {
-            Room::Taken => {}
-            Room::Full => {
-                return full(format!(
-                    "the bus is full ({} messages held, queue_capacity {})",
-                    self.tracker.held(),
-                    self.options.queue_capacity
-                ))
-            }
-            Room::Closed => return Err(closed_error("cannot publish")),
-        }
-        let parent = if in_callback {
-            dispatch::parent_epoch(self.id)
-        } else {
-            None
-        };
-        let mut published_ns = clock::now_ns();
-        loop {
-            let mut core = self.core();
-            if core.closed {
-                drop(core);
-                self.tracker.release();
-                return Err(closed_error("cannot publish"));
-            }
-            if core.special == 0 {
-                core.seq += 1;
-                let seq = core.seq;
-                let epoch = parent.unwrap_or_else(|| core.epoch.clone());
-                Message::stamp(&mut message, seq, published_ns, epoch);
-                // The last match takes the message itself; earlier ones take clones.
-                let core = &mut *core;
-                let mut last: Option<&Arc<Subscription>> = None;
-                core.router.for_each_match(topic, |sub| {
-                    if let Some(prev) = last.replace(sub) {
-                        self.enqueue(prev, message.clone());
-                    }
-                });
-                match last {
-                    Some(sub) => self.enqueue(sub, message),
-                    None => core.unrouted += 1,
-                }
-                return Ok(seq);
-            }
-            let blocked = match self.route_limited(&mut core, topic, message, |m, seq, current| {
-                let epoch = parent.clone().unwrap_or_else(|| current.clone());
-                Message::stamp(m, seq, published_ns, epoch);
-            }) {
-                Ok((seq, slow)) => {
-                    drop(core);
-                    for sub in &slow {
-                        self.after_end(sub);
-                    }
-                    return Ok(seq);
-                }
-                Err((m, blocked)) => {
-                    message = m;
-                    blocked
-                }
-            };
-            drop(core);
-            let waited = timeout_ms != 0
-                && self.tracker.wait_until(until, || {
-                    blocked.has_room() || blocked.is_ended() || self.tracker.is_closed()
-                });
-            if !waited {
-                self.tracker.release();
-                return full(format!(
-                    "subscription {} (\"{}\") holds its queue_limit of {} messages and its on_full is \"block\"",
-                    blocked.id, blocked.pattern, blocked.options.queue_limit
-                ));
-            }
-            published_ns = clock::now_ns();
-        }
-    }
-
-    /// Numbers and queues a message when some live subscription has a queue limit or a group:
-    /// one member per group, then every target's room checked before anything is queued, so
-    /// that a "block" subscription at its limit holds the message back for all (Err: the
-    /// message back, and the subscription to wait for). Otherwise each target's policy
-    /// applies; returns the `seq` and the subscriptions that must end as slow (already out of
-    /// routing; `after_end` follows once the lock is let go).
-    #[allow(clippy::type_complexity)]
-    fn route_limited(
-        &self,
-        core: &mut Core,
-        topic: &str,
-        message: Arc<Message>,
-        stamp: impl FnOnce(&mut Arc<Message>, u64, &Arc<Epoch>),
-    ) -> Result<(u64, Vec<Arc<Subscription>>), (Arc<Message>, Arc<Subscription>)> {
-        let mut slow = Vec::new();
-        let seq = {
-            let Core {
-                router,
-                turn,
-                seq,
-                unrouted,
-                epoch,
-                ..
-            } = &mut *core;
-            let mut targets: Vec<&Arc<Subscription>> = Vec::new();
-            router.for_each_match(topic, |sub| targets.push(sub));
-            fanout::pick_group_members(&mut targets, turn);
-            if let Some(blocked) = targets.iter().find(|s| s.blocks_now()) {
-                return Err((message, (*blocked).clone()));
-            }
-            *seq += 1;
-            let mut message = Some(message);
-            if let Some(m) = message.as_mut() {
-                stamp(m, *seq, epoch);
-            }
-            if targets.is_empty() {
-                *unrouted += 1;
-            }
-            let n = targets.len();
-            for (i, sub) in targets.into_iter().enumerate() {
-                let m = match i + 1 == n {
-                    true => message.take(),
-                    false => message.clone(),
-                };
-                let Some(m) = m else { break };
-                let (schedule, dropped) = match sub.offer(m) {
-                    Offered::Queued(schedule) => (schedule, false),
-                    Offered::Replaced(schedule, oldest) => (schedule, oldest.is_some()),
-                    Offered::Refused => (false, true),
-                    Offered::End => {
-                        slow.push(sub.clone());
-                        (false, true)
-                    }
-                };
-                if dropped {
-                    self.dropped(sub, 1);
-                }
-                if schedule {
-                    self.schedule(sub.clone());
-                }
-            }
-            *seq
-        };
-        for sub in &slow {
-            core.end(sub, EndReason::Slow);
-        }
-        Ok((seq, slow))
     }
 }

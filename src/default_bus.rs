@@ -1,9 +1,10 @@
 //! The process-wide default bus behind the quick API: opened on first use, closed by
 //! `shutdown`, and opened afresh by the next use after that.
 
-use crate::bus::{Bus, Stats};
+use crate::bus::Bus;
 use crate::dispatch;
 use crate::options::Options;
+use crate::stats::Stats;
 use crate::status::{Error, Status};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;

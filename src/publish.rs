@@ -1,0 +1,197 @@
+//! The publish path: validate and copy on the caller's thread, take capacity, then under the
+//! bus lock number the message and queue it for every matching subscription - looking at queue
+//! limits, policies and groups only when some live subscription has one.
+
+use crate::bus::{closed_error, deadline, Core, Shared};
+use crate::message::{Epoch, Message, Room};
+use crate::status::{Error, Status};
+use crate::subscription::end::EndReason;
+use crate::subscription::{Offered, Subscription};
+use crate::topic::{self, Kind};
+use crate::{clock, dispatch, fanout, validate};
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Shared {
+    pub(crate) fn publish(&self, topic: &str, json: &[u8]) -> Result<u64, Error> {
+        if self.tracker.is_closed() {
+            return Err(closed_error("cannot publish"));
+        }
+        topic::check(topic, Kind::Topic)?;
+        validate::check_payload(json, self.options.max_message_bytes, self.options.max_depth)?;
+        let mut message = self.spares.message(topic, json);
+        let in_callback = dispatch::in_callback_of(self.id);
+        let timeout_ms = if in_callback {
+            0
+        } else {
+            self.options.publish_timeout_ms
+        };
+        let until = match timeout_ms {
+            ms if ms > 0 => deadline(Some(Duration::from_millis(ms as u64))),
+            _ => None,
+        };
+        let room = match timeout_ms {
+            0 if self.tracker.try_reserve() => Room::Taken,
+            0 => Room::Full,
+            _ => self.tracker.reserve(until),
+        };
+        let full = |why: String| {
+            let how = if in_callback {
+                "; a callback publishing into its own bus never waits for room"
+            } else if timeout_ms > 0 {
+                " and publish_timeout_ms ran out"
+            } else {
+                ""
+            };
+            Err(Error::new(Status::Full, format!("{why}{how}")))
+        };
+        match room {
+            Room::Taken => {}
+            Room::Full => {
+                return full(format!(
+                    "the bus is full ({} messages held, queue_capacity {})",
+                    self.tracker.held(),
+                    self.options.queue_capacity
+                ))
+            }
+            Room::Closed => return Err(closed_error("cannot publish")),
+        }
+        let parent = if in_callback {
+            dispatch::parent_epoch(self.id)
+        } else {
+            None
+        };
+        let mut published_ns = clock::now_ns();
+        loop {
+            let mut core = self.core();
+            if core.closed {
+                drop(core);
+                self.tracker.release();
+                return Err(closed_error("cannot publish"));
+            }
+            if core.special == 0 {
+                core.seq += 1;
+                let seq = core.seq;
+                let epoch = parent.unwrap_or_else(|| core.epoch.clone());
+                Message::stamp(&mut message, seq, published_ns, epoch);
+                // The last match takes the message itself; earlier ones take clones.
+                let core = &mut *core;
+                let mut last: Option<&Arc<Subscription>> = None;
+                core.router.for_each_match(topic, |sub| {
+                    if let Some(prev) = last.replace(sub) {
+                        self.enqueue(prev, message.clone());
+                    }
+                });
+                match last {
+                    Some(sub) => self.enqueue(sub, message),
+                    None => core.unrouted += 1,
+                }
+                return Ok(seq);
+            }
+            let blocked = match self.route_limited(&mut core, topic, message, |m, seq, current| {
+                let epoch = parent.clone().unwrap_or_else(|| current.clone());
+                Message::stamp(m, seq, published_ns, epoch);
+            }) {
+                Ok((seq, slow)) => {
+                    drop(core);
+                    for sub in &slow {
+                        self.after_end(sub);
+                    }
+                    return Ok(seq);
+                }
+                Err((m, blocked)) => {
+                    message = m;
+                    blocked
+                }
+            };
+            drop(core);
+            let waited = timeout_ms != 0
+                && self.tracker.wait_until(until, || {
+                    blocked.has_room() || blocked.is_ended() || self.tracker.is_closed()
+                });
+            if !waited {
+                self.tracker.release();
+                return full(format!(
+                    "subscription {} (\"{}\") holds its queue_limit of {} messages and its on_full is \"block\"",
+                    blocked.id, blocked.pattern, blocked.options.queue_limit
+                ));
+            }
+            published_ns = clock::now_ns();
+        }
+    }
+
+    /// Numbers and queues a message when some live subscription has a queue limit or a group:
+    /// one member per group, then every target's room checked before anything is queued, so
+    /// that a "block" subscription at its limit holds the message back for all (Err: the
+    /// message back, and the subscription to wait for). Otherwise each target's policy
+    /// applies; returns the `seq` and the subscriptions that must end as slow (already out of
+    /// routing; `after_end` follows once the lock is let go).
+    #[allow(clippy::type_complexity)]
+    fn route_limited(
+        &self,
+        core: &mut Core,
+        topic: &str,
+        message: Arc<Message>,
+        stamp: impl FnOnce(&mut Arc<Message>, u64, &Arc<Epoch>),
+    ) -> Result<(u64, Vec<Arc<Subscription>>), (Arc<Message>, Arc<Subscription>)> {
+        let mut slow = Vec::new();
+        let seq = {
+            let Core {
+                router,
+                turn,
+                seq,
+                unrouted,
+                epoch,
+                ..
+            } = &mut *core;
+            let mut targets: Vec<&Arc<Subscription>> = Vec::new();
+            router.for_each_match(topic, |sub| targets.push(sub));
+            fanout::pick_group_members(&mut targets, turn);
+            if let Some(blocked) = targets.iter().find(|s| s.blocks_now()) {
+                return Err((message, (*blocked).clone()));
+            }
+            *seq += 1;
+            let mut message = Some(message);
+            if let Some(m) = message.as_mut() {
+                stamp(m, *seq, epoch);
+            }
+            if targets.is_empty() {
+                *unrouted += 1;
+            }
+            let n = targets.len();
+            for (i, sub) in targets.into_iter().enumerate() {
+                let m = match i + 1 == n {
+                    true => message.take(),
+                    false => message.clone(),
+                };
+                let Some(m) = m else { break };
+                let (schedule, dropped) = match sub.offer(m) {
+                    Offered::Queued(schedule) => (schedule, false),
+                    Offered::Replaced(schedule, oldest) => (schedule, oldest.is_some()),
+                    Offered::Refused => (false, true),
+                    Offered::End => {
+                        slow.push(sub.clone());
+                        (false, true)
+                    }
+                };
+                if dropped {
+                    self.dropped(sub, 1);
+                }
+                if schedule {
+                    self.schedule(sub.clone());
+                }
+            }
+            *seq
+        };
+        for sub in &slow {
+            core.end(sub, EndReason::Slow);
+        }
+        Ok((seq, slow))
+    }
+
+    fn enqueue(&self, sub: &Arc<Subscription>, message: Arc<Message>) {
+        if sub.push(message) {
+            self.schedule(sub.clone());
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The bus's counters as the stats report them, and their JSON form.
+
+use crate::options::Options;
+use crate::status::Status;
+
+/// Rejection reasons as the stats name them.
+pub(crate) const REJECT_REASONS: [(&str, Status); 6] = [
+    ("json", Status::Json),
+    ("utf8", Status::Utf8),
+    ("topic", Status::Topic),
+    ("too_large", Status::TooLarge),
+    ("full", Status::Full),
+    ("closed", Status::Closed),
+];
+
+/// A snapshot of a bus's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub published: u64,
+    pub delivered: u64,
+    pub unrouted: u64,
+    pub dropped: u64,
+    pub queued: u64,
+    pub subscriptions: u64,
+    pub callback_failures: u64,
+    pub dispatcher_threads: u64,
+    /// Refused publishes by reason: json, utf8, topic, too_large, full, closed.
+    pub rejected: [(&'static str, u64); 6],
+}
+
+impl Stats {
+    /// The statistics of a bus that was never opened (used for the idle default bus).
+    pub fn empty(options: &Options) -> Stats {
+        let mut rejected = [("", 0); 6];
+        for (i, (name, _)) in REJECT_REASONS.iter().enumerate() {
+            rejected[i] = (name, 0);
+        }
+        Stats {
+            dispatcher_threads: options.resolved_threads() as u64,
+            rejected,
+            ..Stats::default()
+        }
+    }
+
+    /// As a JSON object.
+    pub fn to_json(&self) -> String {
+        let rejected: Vec<String> = self
+            .rejected
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        format!(
+            "{{\"published\":{},\"delivered\":{},\"unrouted\":{},\"dropped\":{},\"queued\":{},\"subscriptions\":{},\"callback_failures\":{},\"dispatcher_threads\":{},\"rejected\":{{{}}}}}",
+            self.published,
+            self.delivered,
+            self.unrouted,
+            self.dropped,
+            self.queued,
+            self.subscriptions,
+            self.callback_failures,
+            self.dispatcher_threads,
+            rejected.join(",")
+        )
+    }
+}
