@@ -155,11 +155,6 @@
 #define JSONBUS_END_PEER_GONE 6
 
 /**
- * Why a subscription ended. The codes are what C sees (`JSONBUS_END_*`).
- */
-typedef struct EndReason EndReason;
-
-/**
  * A bus. Opaque: create it with `jsonbus_new` (or use `jsonbus_default()`), end it with
  * `jsonbus_free`.
  */
@@ -238,7 +233,8 @@ typedef int32_t (*jsonbus_callback)(const struct jsonbus_message *msg, void *use
  * `jsonbus_free` that ended the subscription from outside the bus's callbacks (it has returned
  * before they return), otherwise a dispatcher thread: after the callback returned
  * `JSONBUS_UNSUBSCRIBE` or its `max_failures`-th failure, after another callback of the bus
- * unsubscribed it (once a running invocation returns), or after a publish ended it as slow.
+ * unsubscribed it (once a running invocation returns), or after a publish ended it as slow;
+ * `jsonbus_flush` does not wait for those.
  * It may call what a callback may call, with the same rules (on its own bus `jsonbus_flush` and
  * `jsonbus_close` return `JSONBUS_ERR_DEADLOCK`, a publish never waits for room). It must not
  * unwind out of the call.
@@ -383,7 +379,11 @@ int32_t jsonbus_publish(struct jsonbus *bus, const char *topic, const char *json
  * Waits until every message whose publish returned before this call - and everything their
  * callbacks publish into this bus, transitively - has been delivered to all its subscriptions
  * and their callbacks have returned (Go's `WaitGroup.Wait`). Messages other threads publish
- * meanwhile do not hold it up. `timeout_ms`: negative waits without limit, 0 does not wait.
+ * meanwhile do not hold it up. Messages dropped by a subscription's policy count as handled;
+ * messages handed out by `jsonbus_next` are waited for until released. End notices are not
+ * messages: one that a dispatcher thread runs may still be running when this returns
+ * (`jsonbus_unsubscribe`, `jsonbus_close` and `jsonbus_free` do wait for them).
+ * `timeout_ms`: negative waits without limit, 0 does not wait.
  *
  * Returns `JSONBUS_OK`, `JSONBUS_ERR_TIMEOUT`, `JSONBUS_ERR_CLOSED` (the bus was closed
  * meanwhile and a message it waited for was discarded), or `JSONBUS_ERR_DEADLOCK` from a

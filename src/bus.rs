@@ -2,14 +2,16 @@
 //! pull, flush, close and stats, and the one end path every subscription goes through. Safe
 //! Rust; the C layer in `ffi` is a thin wrapper over it.
 
+use crate::capacity::Tracker;
 use crate::dispatch::{self, Job, RunQueue};
-use crate::message::{Epoch, Message, Spares, Tracker};
+use crate::flush::Epoch;
+use crate::message::Spares;
 use crate::options::{Options, SubscribeOptions};
 use crate::router::Router;
 use crate::stats::{Stats, REJECT_REASONS};
 use crate::status::{Error, Status};
 use crate::subscription::end::EndReason;
-use crate::subscription::{Callback, Consumer, NotNext, Subscription, SubscriptionStats};
+use crate::subscription::{Callback, Consumer, NotNext, Pulled, Subscription, SubscriptionStats};
 use crate::sys::thread::{self, Thread};
 use crate::topic::{self, Kind};
 use std::collections::HashMap;
@@ -41,8 +43,13 @@ pub struct Shared {
     /// Set once a close has finished: no threads, no subscriptions.
     finished: AtomicBool,
     discarding: AtomicBool,
+    /// Live subscriptions and ended ones still known: a callback subscription until its end is
+    /// complete (its last invocation and its end notice returned), a pull subscription until
+    /// `unsubscribe` releases it or the bus is dropped. Apart from the bus lock, so that
+    /// `jsonbus_next` does not contend with publishers; taken after it when both are needed.
+    known: Mutex<HashMap<i64, Arc<Subscription>>>,
     /// Allocations of delivered messages, for the next publishes to reuse.
-    pub(crate) spares: Spares,
+    pub(crate) spares: Arc<Spares>,
     counts: Counts,
 }
 
@@ -57,10 +64,6 @@ pub(crate) struct Core {
     pub(crate) epoch: Arc<Epoch>,
     /// Live subscriptions only.
     pub(crate) router: Router<Arc<Subscription>>,
-    /// Live subscriptions and ended ones still known: a callback subscription until its end is
-    /// complete (its last invocation and its end notice returned), a pull subscription until
-    /// `unsubscribe` releases it or the bus is dropped.
-    pub(crate) subscriptions: HashMap<i64, Arc<Subscription>>,
     pub(crate) live: usize,
     /// Live subscriptions with a queue limit or a group. While there are none, a publish
     /// queues for every match without looking at them.
@@ -75,12 +78,17 @@ impl Core {
         if !sub.mark_ended(reason) {
             return false;
         }
+        self.unroute(sub);
+        true
+    }
+
+    /// Takes a subscription just marked ended out of routing.
+    pub(crate) fn unroute(&mut self, sub: &Subscription) {
         self.router.remove(&sub.pattern, sub.id);
         self.live -= 1;
         if !sub.options.is_plain() {
             self.special -= 1;
         }
-        true
     }
 }
 
@@ -126,7 +134,6 @@ impl Bus {
                 unrouted: 0,
                 epoch: Epoch::first(tracker.clone()),
                 router: Router::default(),
-                subscriptions: HashMap::new(),
                 live: 0,
                 special: 0,
                 turn: 0,
@@ -138,7 +145,8 @@ impl Bus {
             closing: Mutex::new(()),
             finished: AtomicBool::new(false),
             discarding: AtomicBool::new(false),
-            spares: Spares::new(),
+            known: Mutex::new(HashMap::new()),
+            spares: Arc::new(Spares::new()),
             counts: Counts::default(),
         });
         for i in 0..threads {
@@ -215,7 +223,8 @@ impl Bus {
         if !sub.options.is_plain() {
             core.special += 1;
         }
-        core.subscriptions.insert(id, sub);
+        // Under the bus lock, so that a close that finds the bus open sees it.
+        self.shared.known().insert(id, sub);
         Ok(id)
     }
 
@@ -236,10 +245,10 @@ impl Bus {
         }
         let (sub, ended_now) = {
             let mut core = s.core();
-            let sub = core.subscriptions.get(&id).cloned().ok_or_else(not_found)?;
+            let sub = s.known().get(&id).cloned().ok_or_else(not_found)?;
             let ended_now = core.end(&sub, EndReason::Unsubscribed);
             if sub.is_pull() {
-                core.subscriptions.remove(&id);
+                s.known().remove(&id);
             }
             (sub, ended_now)
         };
@@ -254,7 +263,7 @@ impl Bus {
 
     /// The next message of pull subscription `id`, waiting up to `timeout` (`None`: no limit)
     /// for one. It counts as held until the caller drops it.
-    pub fn next(&self, id: i64, timeout: Option<Duration>) -> Result<Arc<Message>, Error> {
+    pub fn next(&self, id: i64, timeout: Option<Duration>) -> Result<Pulled, Error> {
         let s = &self.shared;
         let sub = s.pull_subscription(id)?;
         match sub.next(deadline(timeout)) {
@@ -264,7 +273,7 @@ impl Bus {
                 }
                 sub.count_delivered(0);
                 s.count(Outcome::Delivered);
-                Ok(m)
+                Ok(Pulled::new(m, s.spares.clone()))
             }
             Err(NotNext::Timeout) => Err(Error::new(
                 Status::Timeout,
@@ -302,7 +311,7 @@ impl Bus {
 
     /// The counters of subscription `id` (live, or ended and still known).
     pub fn subscription_stats(&self, id: i64) -> Result<SubscriptionStats, Error> {
-        let sub = self.shared.core().subscriptions.get(&id).cloned();
+        let sub = self.shared.known().get(&id).cloned();
         sub.map(|s| s.stats()).ok_or_else(|| {
             Error::new(
                 Status::NotFound,
@@ -389,7 +398,7 @@ impl Bus {
             .wait_until(deadline(timeout), || s.tracker.held() == 0)
         {
             s.discarding.store(true, SeqCst);
-            let subs: Vec<Arc<Subscription>> = s.core().subscriptions.values().cloned().collect();
+            let subs: Vec<Arc<Subscription>> = s.known().values().cloned().collect();
             for sub in subs {
                 let queued = sub.take_all();
                 sub.count_dropped(queued.len() as u64);
@@ -404,7 +413,7 @@ impl Bus {
         s.stop_workers();
         let subs: Vec<(Arc<Subscription>, bool)> = {
             let mut core = s.core();
-            let subs: Vec<Arc<Subscription>> = core.subscriptions.values().cloned().collect();
+            let subs: Vec<Arc<Subscription>> = s.known().values().cloned().collect();
             subs.into_iter()
                 .map(|sub| {
                     let ended_now = core.end(&sub, EndReason::Closed);
@@ -479,6 +488,10 @@ impl Shared {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn known(&self) -> MutexGuard<'_, HashMap<i64, Arc<Subscription>>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn workers(&self) -> MutexGuard<'_, Vec<Thread>> {
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -515,7 +528,7 @@ impl Shared {
 
     /// A pull subscription of this bus, live or ended and not yet released.
     fn pull_subscription(&self, id: i64) -> Result<Arc<Subscription>, Error> {
-        match self.core().subscriptions.get(&id) {
+        match self.known().get(&id) {
             Some(sub) if sub.is_pull() => Ok(sub.clone()),
             Some(_) => Err(Error::new(
                 Status::NotFound,
@@ -564,7 +577,7 @@ impl Shared {
             |notice| dispatch::as_callback(self.id, sub.id, notice),
             || {
                 if !sub.is_pull() {
-                    self.core().subscriptions.remove(&sub.id);
+                    self.known().remove(&sub.id);
                 }
             },
         );

@@ -3,7 +3,7 @@
 //! of which callback a thread is running, for re-entrant calls.
 
 use crate::bus::{Outcome, Shared};
-use crate::message::Epoch;
+use crate::flush::Epoch;
 use crate::status::UNSUBSCRIBE;
 use crate::subscription::end::EndReason;
 use crate::subscription::{Delivery, Subscription};

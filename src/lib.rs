@@ -2,11 +2,13 @@
 //! validated, unloadable. The safe core is in the modules below; `ffi` is the C API.
 
 pub mod bus;
+pub mod capacity;
 pub mod clock;
 pub mod default_bus;
 pub mod dispatch;
 pub mod fanout;
 pub mod ffi;
+pub mod flush;
 pub mod message;
 pub mod options;
 mod publish;

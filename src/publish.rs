@@ -3,7 +3,9 @@
 //! limits, policies and groups only when some live subscription has one.
 
 use crate::bus::{closed_error, deadline, Core, Shared};
-use crate::message::{Epoch, Message, Room};
+use crate::capacity::Room;
+use crate::flush::Epoch;
+use crate::message::Message;
 use crate::status::{Error, Status};
 use crate::subscription::end::EndReason;
 use crate::subscription::{Offered, Subscription};
@@ -170,7 +172,11 @@ impl Shared {
                     Offered::Replaced(schedule, oldest) => (schedule, oldest.is_some()),
                     Offered::Refused => (false, true),
                     Offered::End => {
-                        slow.push(sub.clone());
+                        // Ended at once, before a dispatcher takes another of its messages:
+                        // what waits in its queue now is what gets discarded.
+                        if sub.mark_ended(EndReason::Slow) {
+                            slow.push(sub.clone());
+                        }
                         (false, true)
                     }
                 };
@@ -184,7 +190,7 @@ impl Shared {
             *seq
         };
         for sub in &slow {
-            core.end(sub, EndReason::Slow);
+            core.unroute(sub);
         }
         Ok((seq, slow))
     }

@@ -258,7 +258,11 @@ fn publish(
 /// Waits until every message whose publish returned before this call - and everything their
 /// callbacks publish into this bus, transitively - has been delivered to all its subscriptions
 /// and their callbacks have returned (Go's `WaitGroup.Wait`). Messages other threads publish
-/// meanwhile do not hold it up. `timeout_ms`: negative waits without limit, 0 does not wait.
+/// meanwhile do not hold it up. Messages dropped by a subscription's policy count as handled;
+/// messages handed out by `jsonbus_next` are waited for until released. End notices are not
+/// messages: one that a dispatcher thread runs may still be running when this returns
+/// (`jsonbus_unsubscribe`, `jsonbus_close` and `jsonbus_free` do wait for them).
+/// `timeout_ms`: negative waits without limit, 0 does not wait.
 ///
 /// Returns `JSONBUS_OK`, `JSONBUS_ERR_TIMEOUT`, `JSONBUS_ERR_CLOSED` (the bus was closed
 /// meanwhile and a message it waited for was discarded), or `JSONBUS_ERR_DEADLOCK` from a

@@ -7,11 +7,10 @@ use crate::default_bus;
 use crate::message::Message;
 use crate::status::{Error, Status};
 use crate::subscription::end::{EndNotice, EndReason};
-use crate::subscription::{Callback, Consumer, Delivery};
+use crate::subscription::{Callback, Consumer, Delivery, Pulled};
 use crate::topic::MAX_TOPIC_BYTES;
 use std::ffi::{c_char, c_void, CStr};
 use std::ops::Deref;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Success.
@@ -140,7 +139,8 @@ pub type jsonbus_callback =
 /// `jsonbus_free` that ended the subscription from outside the bus's callbacks (it has returned
 /// before they return), otherwise a dispatcher thread: after the callback returned
 /// `JSONBUS_UNSUBSCRIBE` or its `max_failures`-th failure, after another callback of the bus
-/// unsubscribed it (once a running invocation returns), or after a publish ended it as slow.
+/// unsubscribed it (once a running invocation returns), or after a publish ended it as slow;
+/// `jsonbus_flush` does not wait for those.
 /// It may call what a callback may call, with the same rules (on its own bus `jsonbus_flush` and
 /// `jsonbus_close` return `JSONBUS_ERR_DEADLOCK`, a publish never waits for room). It must not
 /// unwind out of the call.
@@ -201,15 +201,15 @@ pub(crate) fn consumer(
 /// A message handed out by `jsonbus_next`: the C view first, so that the pointer handed out is
 /// also this struct's, and the reference that keeps the message held until it is released.
 #[repr(C)]
-pub(crate) struct Pulled {
-    pub(crate) msg: jsonbus_message,
-    keep: Arc<Message>,
+pub(crate) struct CPulled {
+    msg: jsonbus_message,
+    keep: Pulled,
 }
 
 /// Hands a pulled message to C (freed by `take_pulled`).
-pub(crate) fn give_pulled(m: Arc<Message>, subscription: i64) -> *mut jsonbus_message {
+pub(crate) fn give_pulled(m: Pulled, subscription: i64) -> *mut jsonbus_message {
     let msg = c_message(&m, subscription);
-    Box::into_raw(Box::new(Pulled { msg, keep: m })).cast()
+    Box::into_raw(Box::new(CPulled { msg, keep: m })).cast()
 }
 
 /// Takes back a message from `give_pulled` and drops it.
@@ -217,8 +217,8 @@ pub(crate) fn give_pulled(m: Arc<Message>, subscription: i64) -> *mut jsonbus_me
 /// # Safety
 /// `msg` came from `give_pulled` and is not used again.
 pub(crate) unsafe fn take_pulled(msg: *mut jsonbus_message) {
-    // SAFETY: per this function's contract; `Pulled` starts with the `jsonbus_message`.
-    drop(unsafe { Box::from_raw(msg.cast::<Pulled>()) });
+    // SAFETY: per this function's contract; `CPulled` starts with the `jsonbus_message`.
+    drop(unsafe { Box::from_raw(msg.cast::<CPulled>()) });
 }
 
 /// A bus to call: borrowed from an owned handle, or the default bus.

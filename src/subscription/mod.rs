@@ -10,6 +10,7 @@ use crate::options::{OnFull, SubscribeOptions};
 use crossbeam_channel::{Receiver, Sender};
 use end::{EndNotice, EndReason, Notice};
 use pull::Pull;
+pub use pull::Pulled;
 use std::io;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize};
@@ -181,7 +182,7 @@ impl Subscription {
                 // The receiver lives in `self`, so the send cannot fail.
                 let _ = self.sender.send(message);
                 state.set_readable(true);
-                pull.wake_one();
+                pull.wake_one(&state);
                 false
             }
             Taker::Callback(_) => {

@@ -1,9 +1,12 @@
-//! The puller's side of a pull subscription: threads waiting in `jsonbus_next`, and the
-//! descriptor that polls readable exactly while a message waits or the subscription has ended.
+//! The puller's side of a pull subscription: threads waiting in `jsonbus_next`, the
+//! descriptor that polls readable exactly while a message waits or the subscription has ended,
+//! and the messages handed out.
 
+use crate::message::{Message, Spares};
 use crate::sys::notify_fd::NotifyFd;
 use std::io;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::ops::Deref;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// The lock that every push to and pop from a pull subscription's queue takes, so that the
@@ -19,6 +22,9 @@ pub struct State {
     /// Made on the first `jsonbus_pull_fd`; no system call per message before that.
     fd: Option<NotifyFd>,
     raised: bool,
+    /// Threads waiting in `wait`: a push wakes one only if there is one (a wake-up is a
+    /// system call even when nobody waits).
+    waiting: usize,
 }
 
 impl State {
@@ -41,9 +47,11 @@ impl Pull {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Wakes one waiting puller (call with the lock held, after a push).
-    pub fn wake_one(&self) {
-        self.ready.notify_one();
+    /// Wakes one waiting puller, if any (call with the lock held, after a push).
+    pub fn wake_one(&self, state: &State) {
+        if state.waiting > 0 {
+            self.ready.notify_one();
+        }
     }
 
     /// Wakes every waiting puller (the subscription ended).
@@ -53,6 +61,17 @@ impl Pull {
 
     /// Waits for a wake-up until `deadline` (`None`: no limit); false once it has passed.
     pub fn wait<'a>(
+        &self,
+        mut guard: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'a, State>, bool) {
+        guard.waiting += 1;
+        let (mut guard, in_time) = self.wait_once(guard, deadline);
+        guard.waiting -= 1;
+        (guard, in_time)
+    }
+
+    fn wait_once<'a>(
         &self,
         guard: MutexGuard<'a, State>,
         deadline: Option<Instant>,
@@ -85,5 +104,44 @@ impl Pull {
         }
         state.set_readable(readable);
         Ok(state.fd.as_ref().map_or(-1, NotifyFd::fd))
+    }
+}
+
+/// A message handed out by `next`: held (capacity, flush) until dropped, and then its
+/// allocation goes back to the bus's spares, as a delivered one does - freeing it on the
+/// puller's thread would make the publisher's and the puller's `malloc` share an arena lock.
+pub struct Pulled {
+    message: Option<Arc<Message>>,
+    spares: Arc<Spares>,
+}
+
+impl Pulled {
+    pub(crate) fn new(message: Arc<Message>, spares: Arc<Spares>) -> Pulled {
+        Pulled {
+            message: Some(message),
+            spares,
+        }
+    }
+}
+
+impl Deref for Pulled {
+    type Target = Message;
+    fn deref(&self) -> &Message {
+        // Set from `new` until `drop`.
+        self.message.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl std::fmt::Debug for Pulled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.message.fmt(f)
+    }
+}
+
+impl Drop for Pulled {
+    fn drop(&mut self) {
+        if let Some(m) = self.message.take() {
+            self.spares.recycle(m);
+        }
     }
 }
