@@ -6,11 +6,16 @@
  *   driver <lib.so> lat    <rate/s> <seconds> <size>
  *   driver <lib.so> burst  <messages> <size> <spin_ns>
  *   driver <lib.so> fanout <other_subscriptions> <messages> <size>
+ *   driver <lib.so> broadcast <subscribers> <messages> <size>
+ *   driver <lib.so> pull <messages> <size> wait|poll
+ *   driver <lib.so> limited <messages> <size> none|block|drop_new|drop_oldest [queue_limit]
  *
  * The library is dlopen'ed; it must export the quick API (register_callback, push_json)
  * plus jsonbus_default, jsonbus_flush and jsonbus_now_ns.  `fanout` also needs the full
- * API (jsonbus_new, jsonbus_subscribe, jsonbus_publish) and prints "n/a" without it.
- * Every workload prints exactly one JSON object on stdout.
+ * API (jsonbus_new, jsonbus_subscribe, jsonbus_publish), `pull` needs
+ * jsonbus_subscribe_pull, jsonbus_next and jsonbus_message_release (`poll` also
+ * jsonbus_pull_fd), `limited` needs jsonbus_subscribe and jsonbus_subscribe_with; each prints
+ * "n/a" without them.  Every workload prints exactly one JSON object on stdout.
  *
  * Deliberately independent of include/jsonbus.h: the struct below is the CONTRACT.md
  * layout.
@@ -18,6 +23,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -55,6 +61,15 @@ static void (*p_free)(void *);
 static const char *(*p_last_error)(void);
 static char *(*p_stats)(void *);
 static void (*p_string_free)(char *);
+/* Part 2A (optional) */
+typedef void (*jsonbus_end_callback)(int64_t subscription, int32_t reason, void *user_data);
+static int64_t (*p_subscribe_with)(void *, const char *, const char *, jsonbus_callback,
+                                   jsonbus_end_callback, void *);
+static int64_t (*p_subscribe_pull)(void *, const char *, const char *);
+static int32_t (*p_next)(void *, int64_t, int32_t, jsonbus_message **);
+static void (*p_release)(jsonbus_message *);
+static int32_t (*p_pull_fd)(void *, int64_t);
+static char *(*p_sub_stats)(void *, int64_t);
 
 static void die(const char *what) {
     fprintf(stderr, "driver: %s\n", what);
@@ -74,7 +89,28 @@ static double cpu_s(void) {
            ru.ru_stime.tv_usec / 1e6;
 }
 
+static double thread_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Peak RSS of this program: VmHWM, the high-water mark of the current address space.  Not
+ * ru_maxrss, which Linux carries over execve: under a parent that forks (or vforks) it is at
+ * least the parent's RSS (the Python runner's ~26 MiB), whatever the contender uses. */
 static long maxrss_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        char line[256];
+        long kb = -1;
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "VmHWM:", 6)) {
+                kb = atol(line + 6);
+                break;
+            }
+        fclose(f);
+        if (kb >= 0) return kb;
+    }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss;
@@ -466,11 +502,279 @@ static int w_fanout(int others, uint64_t n, size_t size) {
     return 0;
 }
 
+/* ---------- publisher thread for broadcast / pull / limited ----------
+ * push_json n times after the barrier; records its own wall time and thread CPU time. */
+typedef struct {
+    pthread_barrier_t *bar;
+    const char *payload;
+    uint64_t n;
+    uint64_t errors;
+    uint64_t t0, t1;
+    double cpu;
+} pub1_arg;
+
+static void *pub1_main(void *a_) {
+    pub1_arg *a = a_;
+    pthread_barrier_wait(a->bar);
+    double c0 = thread_cpu_s();
+    a->t0 = mono_ns();
+    const char *p = a->payload;
+    for (uint64_t i = 0; i < a->n; i++)
+        if (p_push_json(p) != 0) a->errors++;
+    a->t1 = mono_ns();
+    a->cpu = thread_cpu_s() - c0;
+    return NULL;
+}
+
+/* a subscriber that also checks seq order */
+typedef struct {
+    _Atomic uint64_t count;
+    _Atomic uint64_t bad;
+    _Atomic uint64_t out_of_order;
+    uint64_t last_seq;
+    size_t expect_len;
+    char pad[64 - 40];
+} bsub_t;
+
+static int32_t cb_order(const jsonbus_message *m, void *ud) {
+    bsub_t *s = ud;
+    atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
+    if (m->json_len != s->expect_len || m->json[0] != '{')
+        atomic_fetch_add_explicit(&s->bad, 1, memory_order_relaxed);
+    if (m->seq <= s->last_seq) atomic_fetch_add_explicit(&s->out_of_order, 1, memory_order_relaxed);
+    s->last_seq = m->seq;
+    return 0;
+}
+
+/* ---------- broadcast: 1 publisher, every message to every one of `subs` subscribers ---------- */
+static int w_broadcast(int subs, uint64_t n, size_t size) {
+    if (subs < 1 || subs > 65536 || n < 1) die("bad broadcast arguments");
+    bsub_t *s = aligned_alloc(64, sizeof(bsub_t) * (size_t)subs);
+    memset(s, 0, sizeof(bsub_t) * (size_t)subs);
+    uint64_t ts0 = mono_ns();
+    for (int i = 0; i < subs; i++) {
+        s[i].expect_len = size;
+        if (p_register_callback(cb_order, &s[i]) <= 0) die("register_callback failed");
+    }
+    uint64_t ts1 = mono_ns();
+    void *bus = p_default();
+    char *payload = make_payload(size);
+    /* warm-up: start the contender's threads, fault in its allocator and queues */
+    int warm = 200000 / subs;
+    if (warm > 100) warm = 100;
+    if (warm < 4) warm = 4;
+    for (int i = 0; i < warm; i++) p_push_json(payload);
+    p_flush(bus, -1);
+    for (int i = 0; i < subs; i++) {
+        atomic_store(&s[i].count, 0);
+        atomic_store(&s[i].bad, 0);
+    }
+
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 2);
+    pub1_arg a = {&bar, payload, n, 0, 0, 0, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, pub1_main, &a);
+    double c0 = cpu_s();
+    pthread_barrier_wait(&bar);
+    pthread_join(th, NULL);
+    int32_t fr = p_flush(bus, -1);
+    uint64_t t2 = mono_ns();
+    double c1 = cpu_s();
+
+    uint64_t delivered = 0, bad = 0, ooo = 0, minc = UINT64_MAX, maxc = 0;
+    for (int i = 0; i < subs; i++) {
+        uint64_t c = atomic_load(&s[i].count);
+        delivered += c;
+        if (c < minc) minc = c;
+        if (c > maxc) maxc = c;
+        bad += atomic_load(&s[i].bad);
+        ooo += atomic_load(&s[i].out_of_order);
+    }
+    double secs = (t2 - a.t0) / 1e9;
+    double dels = (double)n * subs;
+    printf("{\"workload\":\"broadcast\",\"subs\":%d,\"messages\":%llu,\"size\":%zu,"
+           "\"seconds\":%.6f,\"publish_seconds\":%.6f,\"msgs_per_s\":%.1f,"
+           "\"deliveries_per_s\":%.1f,\"ns_per_delivery\":%.2f,\"cpu_ns_per_delivery\":%.2f,"
+           "\"cpu_ns_per_msg\":%.1f,\"publish_ns\":%.1f,\"pub_cpu_ns_per_msg\":%.1f,"
+           "\"subscribe_ns_each\":%.0f,\"maxrss_kb\":%ld,\"delivered\":%llu,\"expected\":%llu,"
+           "\"min_per_sub\":%llu,\"max_per_sub\":%llu,\"out_of_order\":%llu,\"push_errors\":%llu,"
+           "\"bad\":%llu,\"flush\":%d,\"ok\":%s}\n",
+           subs, (unsigned long long)n, size, secs, (a.t1 - a.t0) / 1e9, n / secs, dels / secs,
+           secs * 1e9 / dels, (c1 - c0) * 1e9 / dels, (c1 - c0) * 1e9 / (double)n,
+           (a.t1 - a.t0) / (double)n, a.cpu * 1e9 / (double)n, (ts1 - ts0) / (double)subs,
+           maxrss_kb(), (unsigned long long)delivered, (unsigned long long)(n * (uint64_t)subs),
+           (unsigned long long)minc, (unsigned long long)maxc, (unsigned long long)ooo,
+           (unsigned long long)a.errors, (unsigned long long)bad, fr,
+           (delivered == n * (uint64_t)subs && a.errors == 0 && bad == 0 && fr == 0) ? "true"
+                                                                                      : "false");
+    return 0;
+}
+
+/* ---------- pull: 1 publisher thread, 1 thread pulling (jsonbus_next + release) ---------- */
+static int w_pull(uint64_t n, size_t size, const char *mode) {
+    int poll_mode = !strcmp(mode, "poll");
+    if (!poll_mode && strcmp(mode, "wait")) die("pull mode is wait or poll");
+    if (!p_subscribe_pull || !p_next || !p_release || (poll_mode && !p_pull_fd)) {
+        printf("{\"workload\":\"pull\",\"mode\":\"%s\",\"na\":true}\n", mode);
+        return 0;
+    }
+    void *bus = p_default();
+    int64_t id = p_subscribe_pull(bus, ">", NULL);
+    if (id <= 0) die("jsonbus_subscribe_pull failed");
+    int fd = -1;
+    if (poll_mode) {
+        fd = p_pull_fd(bus, id);
+        if (fd < 0) die("jsonbus_pull_fd failed");
+    }
+    char *payload = make_payload(size);
+    jsonbus_message *m;
+    for (int i = 0; i < 100; i++) p_push_json(payload);
+    for (int i = 0; i < 100; i++) {
+        if (p_next(bus, id, -1, &m) != 0) die("jsonbus_next failed in warm-up");
+        p_release(m);
+    }
+    p_flush(bus, -1);
+
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 2);
+    pub1_arg a = {&bar, payload, n, 0, 0, 0, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, pub1_main, &a);
+    uint64_t got = 0, bad = 0, ooo = 0, last = 0, polls = 0, empty_polls = 0, errs = 0;
+    double c0 = cpu_s();
+    pthread_barrier_wait(&bar);
+    double tc0 = thread_cpu_s();
+    while (got < n) {
+        if (poll_mode) {
+            struct pollfd pfd = {fd, POLLIN, 0};
+            int pr = poll(&pfd, 1, 10000);
+            polls++;
+            if (pr <= 0) {
+                errs++;
+                if (errs > 3) break; /* 30 s without a message: give up */
+                continue;
+            }
+            uint64_t took = 0;
+            while (p_next(bus, id, 0, &m) == 0) {
+                if (m->json_len != size || m->json[0] != '{') bad++;
+                if (m->seq <= last) ooo++;
+                last = m->seq;
+                p_release(m);
+                took++;
+            }
+            if (!took) empty_polls++;
+            got += took;
+        } else {
+            int32_t r = p_next(bus, id, -1, &m); /* blocks; the runner's timeout bounds a hang */
+            if (r != 0) {
+                fprintf(stderr, "jsonbus_next: %d %s\n", r, p_last_error ? p_last_error() : "");
+                errs++;
+                break;
+            }
+            if (m->json_len != size || m->json[0] != '{') bad++;
+            if (m->seq <= last) ooo++;
+            last = m->seq;
+            p_release(m);
+            got++;
+        }
+    }
+    uint64_t tg = mono_ns();
+    double pull_cpu = thread_cpu_s() - tc0;
+    pthread_join(th, NULL);
+    int32_t fr = p_flush(bus, -1);
+    uint64_t t2 = mono_ns();
+    double c1 = cpu_s();
+    double secs = (t2 - a.t0) / 1e9;
+    printf("{\"workload\":\"pull\",\"mode\":\"%s\",\"messages\":%llu,\"size\":%zu,"
+           "\"seconds\":%.6f,\"pull_seconds\":%.6f,\"publish_seconds\":%.6f,\"msgs_per_s\":%.1f,"
+           "\"publish_ns\":%.1f,\"pub_cpu_ns_per_msg\":%.1f,\"pull_cpu_ns_per_msg\":%.1f,"
+           "\"cpu_ns_per_msg\":%.1f,\"polls\":%llu,\"empty_polls\":%llu,\"maxrss_kb\":%ld,"
+           "\"delivered\":%llu,\"out_of_order\":%llu,\"push_errors\":%llu,\"bad\":%llu,"
+           "\"flush\":%d,\"ok\":%s}\n",
+           mode, (unsigned long long)n, size, secs, (tg - a.t0) / 1e9, (a.t1 - a.t0) / 1e9,
+           n / secs, (a.t1 - a.t0) / (double)n, a.cpu * 1e9 / (double)n,
+           pull_cpu * 1e9 / (double)n, (c1 - c0) * 1e9 / (double)n, (unsigned long long)polls,
+           (unsigned long long)empty_polls, maxrss_kb(), (unsigned long long)got,
+           (unsigned long long)ooo, (unsigned long long)a.errors, (unsigned long long)bad, fr,
+           (got == n && a.errors == 0 && bad == 0 && ooo == 0 && fr == 0) ? "true" : "false");
+    return 0;
+}
+
+/* ---------- limited: 1 pub 1 sub, a subscription with or without a queue_limit ---------- */
+static uint64_t stat_u64(const char *json, const char *key) {
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\":", key);
+    const char *p = json ? strstr(json, k) : NULL;
+    return p ? strtoull(p + strlen(k), NULL, 10) : 0;
+}
+
+static int w_limited(uint64_t n, size_t size, const char *mode, long limit) {
+    int none = !strcmp(mode, "none");
+    if (!none && strcmp(mode, "block") && strcmp(mode, "drop_new") && strcmp(mode, "drop_oldest"))
+        die("limited mode is none, block, drop_new or drop_oldest");
+    if (!p_subscribe || !p_subscribe_with) {
+        printf("{\"workload\":\"limited\",\"mode\":\"%s\",\"na\":true}\n", mode);
+        return 0;
+    }
+    void *bus = p_default();
+    sub_t *s = aligned_alloc(64, sizeof(sub_t));
+    memset(s, 0, sizeof *s);
+    s->expect_len = size;
+    char opts[128];
+    snprintf(opts, sizeof opts, "{\"queue_limit\":%ld,\"on_full\":\"%s\"}", limit, mode);
+    int64_t id = none ? p_subscribe(bus, ">", cb_count, s)
+                      : p_subscribe_with(bus, ">", opts, cb_count, NULL, s);
+    if (id <= 0) {
+        fprintf(stderr, "subscribe %s: %s\n", none ? "" : opts, p_last_error ? p_last_error() : "?");
+        die("subscribe failed");
+    }
+    char *payload = make_payload(size);
+    for (int i = 0; i < 100; i++) p_push_json(payload);
+    p_flush(bus, -1);
+    char *st0 = p_sub_stats ? p_sub_stats(bus, id) : NULL;
+    uint64_t dropped0 = stat_u64(st0, "dropped");
+    if (st0 && p_string_free) p_string_free(st0);
+    atomic_store(&s->count, 0);
+
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 2);
+    pub1_arg a = {&bar, payload, n, 0, 0, 0, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, pub1_main, &a);
+    double c0 = cpu_s();
+    pthread_barrier_wait(&bar);
+    pthread_join(th, NULL);
+    int32_t fr = p_flush(bus, -1);
+    uint64_t t2 = mono_ns();
+    double c1 = cpu_s();
+    char *st = p_sub_stats ? p_sub_stats(bus, id) : NULL;
+    uint64_t dropped = stat_u64(st, "dropped") - dropped0, max_queued = stat_u64(st, "max_queued");
+    if (st && p_string_free) p_string_free(st);
+    uint64_t d = atomic_load(&s->count);
+    double secs = (t2 - a.t0) / 1e9;
+    int ok = d + dropped == n && a.errors == 0 && s->bad == 0 && fr == 0 && (st || none);
+    if (none || !strcmp(mode, "block")) ok = ok && dropped == 0;
+    printf("{\"workload\":\"limited\",\"mode\":\"%s\",\"queue_limit\":%ld,\"messages\":%llu,"
+           "\"size\":%zu,\"seconds\":%.6f,\"publish_seconds\":%.6f,\"msgs_per_s\":%.1f,"
+           "\"publish_ns\":%.1f,\"pub_cpu_ns_per_msg\":%.1f,\"cpu_ns_per_msg\":%.1f,"
+           "\"maxrss_kb\":%ld,\"delivered\":%llu,\"dropped\":%llu,\"max_queued\":%llu,"
+           "\"push_errors\":%llu,\"bad\":%llu,\"flush\":%d,\"ok\":%s}\n",
+           mode, none ? 0 : limit, (unsigned long long)n, size, secs, (a.t1 - a.t0) / 1e9,
+           n / secs, (a.t1 - a.t0) / (double)n, a.cpu * 1e9 / (double)n,
+           (c1 - c0) * 1e9 / (double)n, maxrss_kb(), (unsigned long long)d,
+           (unsigned long long)dropped, (unsigned long long)max_queued,
+           (unsigned long long)a.errors, (unsigned long long)atomic_load(&s->bad), fr,
+           ok ? "true" : "false");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr,
                 "usage: %s <lib.so> info | tput P SIZE S N | lat RATE SECONDS SIZE |"
-                " burst N SIZE SPIN_NS | fanout OTHERS N SIZE\n",
+                " burst N SIZE SPIN_NS | fanout OTHERS N SIZE | broadcast SUBS N SIZE |"
+                " pull N SIZE wait|poll | limited N SIZE none|block|drop_new|drop_oldest [LIMIT]\n",
                 argv[0]);
         return 2;
     }
@@ -492,6 +796,14 @@ int main(int argc, char **argv) {
     p_last_error = (const char *(*)(void))sym(h, "jsonbus_last_error", 0);
     p_stats = (char *(*)(void *))sym(h, "jsonbus_stats", 0);
     p_string_free = (void (*)(char *))sym(h, "jsonbus_string_free", 0);
+    p_subscribe_with = (int64_t(*)(void *, const char *, const char *, jsonbus_callback,
+                                   jsonbus_end_callback, void *))sym(h, "jsonbus_subscribe_with", 0);
+    p_subscribe_pull =
+        (int64_t(*)(void *, const char *, const char *))sym(h, "jsonbus_subscribe_pull", 0);
+    p_next = (int32_t(*)(void *, int64_t, int32_t, jsonbus_message **))sym(h, "jsonbus_next", 0);
+    p_release = (void (*)(jsonbus_message *))sym(h, "jsonbus_message_release", 0);
+    p_pull_fd = (int32_t(*)(void *, int64_t))sym(h, "jsonbus_pull_fd", 0);
+    p_sub_stats = (char *(*)(void *, int64_t))sym(h, "jsonbus_subscription_stats", 0);
 
     const char *w = argv[2];
     int rc = 2;
@@ -513,6 +825,13 @@ int main(int argc, char **argv) {
                      strtoull(argv[5], NULL, 10));
     } else if (!strcmp(w, "fanout") && argc == 6) {
         rc = w_fanout(atoi(argv[3]), strtoull(argv[4], NULL, 10), (size_t)atol(argv[5]));
+    } else if (!strcmp(w, "broadcast") && argc == 6) {
+        rc = w_broadcast(atoi(argv[3]), strtoull(argv[4], NULL, 10), (size_t)atol(argv[5]));
+    } else if (!strcmp(w, "pull") && argc == 6) {
+        rc = w_pull(strtoull(argv[3], NULL, 10), (size_t)atol(argv[4]), argv[5]);
+    } else if (!strcmp(w, "limited") && (argc == 6 || argc == 7)) {
+        rc = w_limited(strtoull(argv[3], NULL, 10), (size_t)atol(argv[4]), argv[5],
+                       argc == 7 ? atol(argv[6]) : 1024);
     } else {
         fprintf(stderr, "driver: bad workload or arguments\n");
         return 2;

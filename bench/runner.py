@@ -31,6 +31,9 @@ MODES = {
         burst_n=200000,
         burst_rounds=1,
         fanout_n=50000,
+        broadcast_n={8: 40000, 1000: 400},
+        pull_n=50000,
+        limited_n=50000,
         cg_n=4000,
     ),
     "full": dict(
@@ -40,11 +43,19 @@ MODES = {
         burst_n=1000000,
         burst_rounds=3,
         fanout_n=200000,
+        broadcast_n={8: 200000, 1000: 2000},
+        pull_n=300000,
+        limited_n=300000,
         cg_n=15000,
     ),
 }
 BURST_SPIN_NS = 2000
 FANOUT_OTHERS = [0, 10000]
+BROADCAST_SUBS = [8, 1000]
+PULL_MODES = ["wait", "poll"]
+LIMITED_MODES = ["none", "block", "drop_new"]
+QUEUE_LIMIT = 1024
+PHASES = ["tput", "lat", "burst", "fanout", "broadcast", "pull", "limited", "callgrind"]
 
 
 def log(*a):
@@ -124,10 +135,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", default="full", choices=MODES)
     ap.add_argument("--skip-callgrind", action="store_true")
-    ap.add_argument("--only", default="", help="comma list of phases: tput,lat,burst,fanout,callgrind")
+    ap.add_argument("--only", default="", help="comma list of phases: " + ",".join(PHASES))
     a = ap.parse_args()
     M = MODES[a.mode]
-    phases = set(a.only.split(",")) if a.only else {"tput", "lat", "burst", "fanout", "callgrind"}
+    phases = set(a.only.split(",")) if a.only else set(PHASES)
+    unknown = phases - set(PHASES)
+    if unknown:
+        ap.error(f"unknown phase(s) {','.join(sorted(unknown))}; phases: {','.join(PHASES)}")
     if a.skip_callgrind:
         phases.discard("callgrind")
     os.makedirs(RESULTS, exist_ok=True)
@@ -248,6 +262,57 @@ def main():
                     r = run_driver(c, ["fanout", o, M["fanout_n"], 200], 300)
                     record(c, rnd, r, workload="fanout", others=o)
 
+    # ---------------- fan-out to every subscriber (broadcast) ----------------
+    # c-queue-2t: the same peer with 2 consumer threads, the counterpart of jsonbus-2d
+    bcast = list(contenders)
+    if any(c.name == "c-queue" for c in contenders):
+        cq = next(c for c in contenders if c.name == "c-queue")
+        bcast.insert(1, Contender("c-queue-2t", cq.lib, {"CQUEUE_THREADS": "2"}))
+    bnames = [c.name for c in bcast]
+    if "broadcast" in phases:
+        for rnd in range(M["rounds"]):
+            log(f"broadcast round {rnd + 1}/{M['rounds']} ({time.time() - t_start:.0f}s)")
+            k = rnd % len(bcast)
+            for b in BROADCAST_SUBS:
+                for c in bcast[k:] + bcast[:k]:
+                    r = run_driver(c, ["broadcast", b, M["broadcast_n"][b], 200], 300)
+                    record(c, rnd, r, workload="broadcast", subs=b)
+
+    # ---------------- pull subscription: 1 publisher thread, 1 pulling thread ----------------
+    if "pull" in phases:
+        for rnd in range(M["rounds"]):
+            log(f"pull round {rnd + 1}/{M['rounds']} ({time.time() - t_start:.0f}s)")
+            for pm in PULL_MODES:
+                for c in order(rnd):
+                    r = run_driver(c, ["pull", M["pull_n"], 200, pm], 300)
+                    record(c, rnd, r, workload="pull", mode=pm)
+
+    # ---------------- a subscription with a queue_limit vs one without ----------------
+    if "limited" in phases:
+        for rnd in range(M["rounds"]):
+            log(f"limited round {rnd + 1}/{M['rounds']} ({time.time() - t_start:.0f}s)")
+            k = rnd % len(LIMITED_MODES)
+            modes = LIMITED_MODES[k:] + LIMITED_MODES[:k]
+            for c in order(rnd):
+                for lm in modes:
+                    r = run_driver(c, ["limited", M["limited_n"], 200, lm, QUEUE_LIMIT], 300)
+                    record(c, rnd, r, workload="limited", mode=lm)
+
+    def per_round_self(workload, key, name, num, den):
+        # ratio of two configurations (dicts of keys) of one contender, round by round
+        out = []
+        for rnd in sorted({r["round"] for r in results if r.get("workload") == workload}):
+            x = [r for r in sel(workload=workload, contender=name, round=rnd, **num) if not r.get("na")]
+            y = [r for r in sel(workload=workload, contender=name, round=rnd, **den) if not r.get("na")]
+            if x and y and y[0].get(key):
+                out.append(x[0][key] / y[0][key])
+        return out
+
+    def na(workload, name, **k):
+        rs = [r for r in results if r.get("workload") == workload and r["contender"] == name
+              and all(r.get(kk) == vv for kk, vv in k.items())]
+        return bool(rs) and all(r.get("na") for r in rs)
+
     # ---------------- callgrind: instructions per message ----------------
     cg = {}
     cg_top = ""
@@ -324,7 +389,7 @@ def main():
       "ratios are the median of per-round ratios (min–max in brackets).")
     w("")
     w("Contenders: " + ", ".join(f"`{n}`" for n in names) + ". "
-      "`c-queue` = hand-written C mutex+condvar+1 consumer thread; `go-seed` = cgo `//export` + goroutine "
+      "`c-queue` = hand-written C, one queue (mutex + ring) per subscriber, one shared refcounted copy, 1 consumer thread; `go-seed` = cgo `//export` + goroutine "
       "per message + encoding/json + WaitGroup; `jsonbus` = default bus (1 dispatcher); `jsonbus-2d` = "
       "`JSONBUS_DEFAULT_OPTIONS={\"dispatcher_threads\":2}`.")
     w("")
@@ -360,12 +425,28 @@ def main():
         for p in (1, 2):
             for den, factor in (("go-seed", 10), ("c-queue", 1.5)):
                 rs = per_round("tput", "msgs_per_s", "jsonbus", den, pubs=p, size=200, subs=1)
+                if not rs:
+                    continue
                 m = med(rs)
                 w(f"| throughput 200 B, {p} pub, 1 sub ≥ {factor}x {den} | {fmt_ratio(rs)} | "
                   f"{'yes' if m and m >= factor else 'NO'} |")
         if "jsonbus" in cg:
             t_ = sum(cg["jsonbus"])
             w(f"| ≤ 5,000 instructions/message (callgrind) | {t_:,.0f} | {'yes' if t_ <= 5000 else 'NO'} |")
+        if sel(workload="broadcast", contender="jsonbus"):
+            rs = per_round("broadcast", "msgs_per_s", "jsonbus", "c-queue", subs=8)
+            m = med(rs)
+            w(f"| fan-out to 8 subscribers (200 B, 1 pub): msgs/s ≥ 1x c-queue's | {fmt_ratio(rs)} | "
+              f"{'yes' if m and m >= 1 else 'NO'} |")
+            rs = per_round("broadcast", "ns_per_delivery", "jsonbus", "c-queue", subs=1000)
+            m = med(rs)
+            w(f"| fan-out to 1,000 subscribers: ns per delivery ≤ 2x c-queue's | {fmt_ratio(rs)} | "
+              f"{'yes' if m and m <= 2 else 'NO'} |")
+        if sel(workload="limited", contender="jsonbus", mode="block"):
+            rs = per_round_self("limited", "publish_ns", "jsonbus", {"mode": "block"}, {"mode": "none"})
+            m = med(rs)
+            w(f"| publish with `queue_limit` {QUEUE_LIMIT} \"block\" ≤ 1.10x without (ns per publish, 1 pub 1 sub 200 B) "
+              f"| {fmt_ratio(rs)} | {'yes' if m and m <= 1.10 else 'NO'} |")
         jl = med([r["p50_ns"] for r in sel(workload="lat", contender="jsonbus", label="20000")])
         cl = med([r["p50_ns"] for r in sel(workload="lat", contender="c-queue", label="20000")])
         if jl and cl:
@@ -400,7 +481,7 @@ def main():
         for (p, s, b) in sorted(tput_cfgs, key=lambda x: (x[1], x[2], x[0])):
             w(f"| {p} | {s} | {b} | " + " | ".join(fmt_ns(tput_med(n, p, s, b, "cpu_ns_per_msg")) for n in names) + " |")
         w("")
-        w("## Peak RSS (ru_maxrss, median over rounds)")
+        w("## Peak RSS (VmHWM of the driver process, median over rounds)")
         w("")
         w("| run | " + " | ".join(names) + " |")
         w("|" + "---|" * (1 + len(names)))
@@ -481,6 +562,108 @@ def main():
                   f"{fmt_ns(med([r['subscribe_ns_each'] for r in rs])) if o else '—'} |")
         w("")
 
+    if any(r.get("workload") == "broadcast" for r in results):
+        w("## Fan-out: 1 publisher, 200 B, every message to every subscriber (`broadcast`)")
+        w("")
+        w("`register_callback` N times, then one publisher thread `push_json`s; time from its first push until "
+          "`jsonbus_flush` returns. deliveries = messages × subscribers; ns / delivery = that time ÷ deliveries; "
+          "CPU = user+sys of the whole process. Publisher CPU = the publishing thread's own CPU time "
+          "(`CLOCK_THREAD_CPUTIME_ID`) ÷ messages. `c-queue` = one queue per subscriber, one shared refcounted "
+          "copy, 1 consumer thread; `c-queue-2t` = the same with 2 consumer threads (`CQUEUE_THREADS=2`, the "
+          "counterpart of `jsonbus-2d`). Messages: " + ", ".join(f"{b} subs × {M['broadcast_n'][b]:,}" for b in BROADCAST_SUBS) + ".")
+        w("")
+        w("| subs | contender | msgs/s | deliveries/s | ns / delivery | CPU / delivery | publisher CPU / msg | publish call | peak RSS |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for b in BROADCAST_SUBS:
+            for n in bnames:
+                rs = sel(workload="broadcast", contender=n, subs=b)
+                if not rs:
+                    continue
+                w(f"| {b:,} | {n} | {fmt_rate(med([r['msgs_per_s'] for r in rs]))} | "
+                  f"{fmt_rate(med([r['deliveries_per_s'] for r in rs]))} | {med([r['ns_per_delivery'] for r in rs]):.1f} ns | "
+                  f"{med([r['cpu_ns_per_delivery'] for r in rs]):.1f} ns | {fmt_ns(med([r['pub_cpu_ns_per_msg'] for r in rs]))} | "
+                  f"{fmt_ns(med([r['publish_ns'] for r in rs]))} | {med([r['maxrss_kb'] for r in rs]) / 1024:.1f} MiB |")
+        w("")
+        if jb:
+            w("Per-round ratios: " + "; ".join(
+                f"{b:,} subs: jsonbus / c-queue msgs/s {fmt_ratio(per_round('broadcast', 'msgs_per_s', 'jsonbus', 'c-queue', subs=b))}, "
+                f"ns/delivery {fmt_ratio(per_round('broadcast', 'ns_per_delivery', 'jsonbus', 'c-queue', subs=b))}"
+                + (f"; jsonbus-2d / c-queue-2t msgs/s {fmt_ratio(per_round('broadcast', 'msgs_per_s', 'jsonbus-2d', 'c-queue-2t', subs=b))}"
+                   if "jsonbus-2d" in bnames and "c-queue-2t" in bnames else "")
+                for b in BROADCAST_SUBS) + ".")
+            w("")
+        ooo = sorted({r["contender"] for r in results if r.get("workload") == "broadcast" and r.get("out_of_order")})
+        if ooo:
+            w("Seen out of seq order by some subscriber: " + ", ".join(ooo) + " (go-seed has no order by design).")
+            w("")
+
+    if any(r.get("workload") == "pull" for r in results):
+        w(f"## Pull subscription: 1 publisher thread, 1 thread pulling ({M['pull_n']:,} × 200 B)")
+        w("")
+        w("`jsonbus_subscribe_pull(jsonbus_default(), \">\", NULL)`; the publisher `push_json`s; the main thread "
+          "takes every message with `jsonbus_next` and `jsonbus_message_release`s it. `wait`: `jsonbus_next(…, "
+          "timeout)` blocks; `poll`: `poll(2)` on `jsonbus_pull_fd`, then `jsonbus_next(…, 0)` until it times out. "
+          "msgs/s from the first push until `jsonbus_flush` returns. c-queue's pull is a per-subscriber "
+          "mutex + condvar pop (`poll`: an eventfd raised on empty → non-empty).")
+        w("")
+        w("| mode | contender | msgs/s | publish call | publisher CPU / msg | puller CPU / msg | polls / msg |")
+        w("|---|---|---|---|---|---|---|")
+        for pm in PULL_MODES:
+            for n in names:
+                if na("pull", n, mode=pm):
+                    w(f"| {pm} | {n} | n/a | n/a | n/a | n/a | n/a |")
+                    continue
+                rs = [r for r in sel(workload="pull", contender=n, mode=pm) if not r.get("na")]
+                if not rs:
+                    continue
+                w(f"| {pm} | {n} | {fmt_rate(med([r['msgs_per_s'] for r in rs]))} | "
+                  f"{fmt_ns(med([r['publish_ns'] for r in rs]))} | {fmt_ns(med([r['pub_cpu_ns_per_msg'] for r in rs]))} | "
+                  f"{fmt_ns(med([r['pull_cpu_ns_per_msg'] for r in rs]))} | "
+                  + (f"{med([r['polls'] / r['messages'] for r in rs]):.3f}" if pm == "poll" else "—") + " |")
+        w("")
+        if jb:
+            w("Per-round ratio jsonbus / c-queue (msgs/s): " + ", ".join(
+                f"{pm} {fmt_ratio(per_round('pull', 'msgs_per_s', 'jsonbus', 'c-queue', mode=pm))}" for pm in PULL_MODES) + ".")
+            w("")
+
+    if any(r.get("workload") == "limited" for r in results):
+        w(f"## A subscription with a `queue_limit` vs one without (1 pub, 1 sub, 200 B, {M['limited_n']:,} messages)")
+        w("")
+        w("`none` = `jsonbus_subscribe(jsonbus_default(), \">\", …)`; the others = `jsonbus_subscribe_with(…, "
+          f"'{{\"queue_limit\":{QUEUE_LIMIT},\"on_full\":\"<mode>\"}}', …)`. The publisher `push_json`s as fast as it "
+          "can; publish call = its wall time ÷ messages (includes waiting for room: the bus's `queue_capacity` "
+          "for `none`, the limit for `block`); msgs/s = messages ÷ time until `jsonbus_flush` returns "
+          "(for `drop_new` most are dropped, see delivered). The three modes run back to back per contender "
+          "and round, their order rotated.")
+        w("")
+        w("| contender | subscription | publish call | msgs/s incl. flush | publisher CPU / msg | CPU / msg | delivered | dropped | max queued |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for n in names:
+            if all(na("limited", n, mode=lm) for lm in LIMITED_MODES):
+                w(f"| {n} | {', '.join(LIMITED_MODES)} | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
+                continue
+            for lm in LIMITED_MODES:
+                if na("limited", n, mode=lm):
+                    w(f"| {n} | {lm} | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
+                    continue
+                rs = [r for r in sel(workload="limited", contender=n, mode=lm) if not r.get("na")]
+                if not rs:
+                    continue
+                w(f"| {n} | {lm} | {fmt_ns(med([r['publish_ns'] for r in rs]))} | "
+                  f"{fmt_rate(med([r['msgs_per_s'] for r in rs]))} | {fmt_ns(med([r['pub_cpu_ns_per_msg'] for r in rs]))} | "
+                  f"{fmt_ns(med([r['cpu_ns_per_msg'] for r in rs]))} | {med([r['delivered'] for r in rs]):,.0f} | "
+                  f"{med([r['dropped'] for r in rs]):,.0f} | {med([r['max_queued'] for r in rs]):,.0f} |")
+        w("")
+        for n in ("jsonbus", "jsonbus-2d"):
+            if sel(workload="limited", contender=n, mode="none") and not na("limited", n, mode="none"):
+                parts = []
+                for lm in LIMITED_MODES[1:]:
+                    parts.append(f"{lm} / none: publish call {fmt_ratio(per_round_self('limited', 'publish_ns', n, {'mode': lm}, {'mode': 'none'}))}, "
+                                 f"msgs/s {fmt_ratio(per_round_self('limited', 'msgs_per_s', n, {'mode': lm}, {'mode': 'none'}))}, "
+                                 f"publisher CPU {fmt_ratio(per_round_self('limited', 'pub_cpu_ns_per_msg', n, {'mode': lm}, {'mode': 'none'}))}")
+                w(f"{n}, per-round ratios: " + "; ".join(parts) + ".")
+                w("")
+
     if cg:
         w(f"## Instructions per message (callgrind, tput 1 pub 200 B 1 sub; (Ir(3N) − Ir(N)) ÷ 2N, N = {M['cg_n']:,})")
         w("")
@@ -507,14 +690,19 @@ def main():
             w("```")
             w("")
 
-    w("![chart](chart.png)")
-    w("")
+    has_chart = any(r.get("workload") in ("tput", "lat") and "error" not in r for r in results)
+    if has_chart:
+        w("![chart](chart.png)")
+        w("")
     w("Raw per-run results: `raw.jsonl`.")
     with open(os.path.join(RESULTS, "latest.md"), "w") as f:
         f.write("\n".join(L) + "\n")
 
     try:
-        chart(results, names, os.path.join(RESULTS, "chart.png"))
+        if has_chart:
+            chart(results, names, os.path.join(RESULTS, "chart.png"))
+        else:
+            log("no tput or lat results: chart.png left as it was")
     except Exception as e:  # noqa: BLE001
         log(f"chart failed: {e}")
     log(f"done in {elapsed:.0f}s: {os.path.join(RESULTS, 'latest.md')}")

@@ -18,7 +18,7 @@ typedef struct jsonbus_message {
 
 typedef int32_t (*jsonbus_callback)(const jsonbus_message *msg, void *user_data);
 
-#define MAX_CB 256
+#define MAX_CB 4096
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static jsonbus_callback cbs[MAX_CB];
 static void *uds[MAX_CB];
