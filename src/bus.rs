@@ -243,9 +243,14 @@ impl Bus {
         if s.finished.load(SeqCst) {
             return Err(not_found());
         }
+        let outside = !dispatch::in_callback_of(s.id);
         let (sub, ended_now) = {
             let mut core = s.core();
             let sub = s.known().get(&id).cloned().ok_or_else(not_found)?;
+            if outside {
+                // Its end notice runs here, on the caller's thread, not on a dispatcher.
+                sub.set_outside_end();
+            }
             let ended_now = core.end(&sub, EndReason::Unsubscribed);
             if sub.is_pull() {
                 s.known().remove(&id);
@@ -255,7 +260,7 @@ impl Bus {
         if ended_now {
             s.after_end(&sub);
         }
-        if !dispatch::in_callback_of(s.id) {
+        if outside {
             s.complete_end(&sub, true);
         }
         Ok(())
@@ -567,10 +572,14 @@ impl Shared {
     /// Completes the end of an ended subscription: waits for a running invocation of its
     /// callback, lets the callback go, and runs the end notice (on this thread, marked as
     /// inside a callback of this bus) unless another thread has, then forgets a callback
-    /// subscription - with `wait`, returning only once that has happened.
+    /// subscription - with `wait`, returning only once that has happened. Without `wait` (a
+    /// dispatcher), it leaves the notice to an unsubscribe from outside that is waiting for it.
     pub(crate) fn complete_end(&self, sub: &Subscription, wait: bool) {
         if let Some(mut callback) = sub.callback() {
             *callback = None;
+        }
+        if !wait && sub.outside_end() {
+            return; // the unsubscribing thread runs the notice
         }
         sub.run_notice(
             wait,

@@ -4,6 +4,7 @@
 
 use crate::bus::{Outcome, Shared};
 use crate::flush::Epoch;
+use crate::message::Message;
 use crate::status::UNSUBSCRIBE;
 use crate::subscription::end::EndReason;
 use crate::subscription::{Delivery, Subscription};
@@ -126,6 +127,7 @@ pub fn worker(shared: Arc<Shared>) {
     let mut poll = Poller::new(Duration::from_micros(
         shared.options.dispatcher_spin_us as u64,
     ));
+    let mut batch = VecDeque::new();
     // Whether the thread just spent its spin polling a subscription's queue.
     let mut spun = false;
     loop {
@@ -133,8 +135,8 @@ pub fn worker(shared: Arc<Shared>) {
             poll.wait(|| !jobs.is_empty());
         }
         spun = match jobs.pop() {
-            Job::Run(sub) => run(&shared, &sub, None, &mut poll),
-            Job::Idle(sub, since) => run(&shared, &sub, Some(since), &mut poll),
+            Job::Run(sub) => run(&shared, &sub, None, &mut batch, &mut poll),
+            Job::Idle(sub, since) => run(&shared, &sub, Some(since), &mut batch, &mut poll),
             Job::Stop => break,
         };
     }
@@ -209,6 +211,7 @@ fn run(
     shared: &Shared,
     sub: &Arc<Subscription>,
     mut idle_since: Option<Instant>,
+    batch: &mut VecDeque<Arc<Message>>,
     poll: &mut Poller,
 ) -> bool {
     let jobs = &shared.run_queue;
@@ -218,7 +221,7 @@ fn run(
             shared.complete_end(sub, false);
             return false;
         }
-        if deliver(shared, sub) > 0 {
+        if deliver(shared, sub, batch) > 0 {
             idle_since = None;
             if jobs.is_empty() {
                 continue;
@@ -245,23 +248,21 @@ fn run(
     spun
 }
 
-/// Calls the callback for up to `BATCH` queued messages, in order, stopping once the
-/// subscription ends. Returns how many it took off the queue.
-fn deliver(shared: &Shared, sub: &Arc<Subscription>) -> usize {
-    let mut taken = 0;
+/// Takes up to `BATCH` queued messages and calls the callback for each, in order; once the
+/// subscription has ended, the rest of the batch is dropped. Returns how many it took.
+fn deliver(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Message>>) -> usize {
+    let taken = sub.take(batch, BATCH);
+    if taken == 0 {
+        return 0;
+    }
+    if sub.blocks_publishers() {
+        shared.tracker.room_made();
+    }
     {
         let Some(mut callback) = sub.callback() else {
-            return 0;
+            return taken;
         };
-        let wakes_publishers = sub.blocks_publishers();
-        while taken < BATCH && !sub.is_ended() {
-            let Some(message) = sub.pop() else {
-                break;
-            };
-            taken += 1;
-            if wakes_publishers {
-                shared.tracker.room_made();
-            }
+        while let Some(message) = batch.pop_front() {
             let Some(epoch) = message.epoch() else {
                 continue; // a spare is never queued
             };

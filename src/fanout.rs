@@ -11,6 +11,26 @@ pub fn pick_group_members(matches: &mut Vec<&Arc<Subscription>>, turn: &mut u64)
     if matches.iter().all(|s| s.options.group.is_none()) {
         return;
     }
+    *matches = picked(matches, turn);
+}
+
+/// The members of `sub`'s group among `matches`, or `sub` alone: what a publish held back by
+/// `sub` waits for (room in any of them lets it go on).
+pub fn room_to_wait_for<'a>(
+    matches: &[&'a Arc<Subscription>],
+    sub: &'a Arc<Subscription>,
+) -> Vec<Arc<Subscription>> {
+    match sub.options.group.as_deref() {
+        None => vec![sub.clone()],
+        Some(g) => matches
+            .iter()
+            .filter(|m| m.options.group.as_deref() == Some(g))
+            .map(|m| (*m).clone())
+            .collect(),
+    }
+}
+
+fn picked<'a>(matches: &[&'a Arc<Subscription>], turn: &mut u64) -> Vec<&'a Arc<Subscription>> {
     let mut out = Vec::with_capacity(matches.len());
     let mut groups: Vec<&str> = Vec::new();
     for (i, sub) in matches.iter().enumerate() {
@@ -31,7 +51,7 @@ pub fn pick_group_members(matches: &mut Vec<&Arc<Subscription>>, turn: &mut u64)
             }
         }
     }
-    *matches = out;
+    out
 }
 
 /// The member with room, the fewest queued messages and the oldest pick; if none has room,

@@ -109,14 +109,19 @@ impl Shared {
             drop(core);
             let waited = timeout_ms != 0
                 && self.tracker.wait_until(until, || {
-                    blocked.has_room() || blocked.is_ended() || self.tracker.is_closed()
+                    blocked.iter().any(|s| s.has_room() || s.is_ended()) || self.tracker.is_closed()
                 });
             if !waited {
                 self.tracker.release();
-                return full(format!(
-                    "subscription {} (\"{}\") holds its queue_limit of {} messages and its on_full is \"block\"",
-                    blocked.id, blocked.pattern, blocked.options.queue_limit
-                ));
+                let b = &blocked[0];
+                let whose = match &b.options.group {
+                    Some(g) => format!("every member of group \"{g}\" holds its queue_limit"),
+                    None => format!(
+                        "subscription {} (\"{}\") holds its queue_limit of {} messages",
+                        b.id, b.pattern, b.options.queue_limit
+                    ),
+                };
+                return full(format!("{whose} and its on_full is \"block\""));
             }
             published_ns = clock::now_ns();
         }
@@ -125,7 +130,8 @@ impl Shared {
     /// Numbers and queues a message when some live subscription has a queue limit or a group:
     /// one member per group, then every target's room checked before anything is queued, so
     /// that a "block" subscription at its limit holds the message back for all (Err: the
-    /// message back, and the subscription to wait for). Otherwise each target's policy
+    /// message back, and the subscriptions room in any of which lets it go on: the one, or
+    /// every member of its group). Otherwise each target's policy
     /// applies; returns the `seq` and the subscriptions that must end as slow (already out of
     /// routing; `after_end` follows once the lock is let go).
     #[allow(clippy::type_complexity)]
@@ -135,7 +141,7 @@ impl Shared {
         topic: &str,
         message: Arc<Message>,
         stamp: impl FnOnce(&mut Arc<Message>, u64, &Arc<Epoch>),
-    ) -> Result<(u64, Vec<Arc<Subscription>>), (Arc<Message>, Arc<Subscription>)> {
+    ) -> Result<(u64, Vec<Arc<Subscription>>), (Arc<Message>, Vec<Arc<Subscription>>)> {
         let mut slow = Vec::new();
         let seq = {
             let Core {
@@ -146,11 +152,12 @@ impl Shared {
                 epoch,
                 ..
             } = &mut *core;
-            let mut targets: Vec<&Arc<Subscription>> = Vec::new();
-            router.for_each_match(topic, |sub| targets.push(sub));
+            let mut matches: Vec<&Arc<Subscription>> = Vec::new();
+            router.for_each_match(topic, |sub| matches.push(sub));
+            let mut targets = matches.clone();
             fanout::pick_group_members(&mut targets, turn);
             if let Some(blocked) = targets.iter().find(|s| s.blocks_now()) {
-                return Err((message, (*blocked).clone()));
+                return Err((message, fanout::room_to_wait_for(&matches, blocked)));
             }
             *seq += 1;
             let mut message = Some(message);

@@ -3,14 +3,16 @@
 //! threads that pull), its counters, and its end.
 
 pub mod end;
+mod fifo;
 mod pull;
 
 use crate::message::Message;
 use crate::options::{OnFull, SubscribeOptions};
-use crossbeam_channel::{Receiver, Sender};
 use end::{EndNotice, EndReason, Notice};
+use fifo::Fifo;
 use pull::Pull;
 pub use pull::Pulled;
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize};
@@ -64,11 +66,11 @@ pub struct Subscription {
     pub pattern: Box<str>,
     pub options: SubscribeOptions,
     taker: Taker,
-    /// The FIFO: publishers push under the bus lock, so it is in `seq` order. Lock-free on
-    /// both sides for callbacks; under the pull lock for pull subscriptions.
-    sender: Sender<Arc<Message>>,
-    receiver: Receiver<Arc<Message>>,
-    /// Messages in the FIFO (counted before a push, so never below the truth).
+    /// The FIFO: publishers push under the bus lock, so it is in `seq` order. Pull
+    /// subscriptions push and pop under the pull lock.
+    fifo: Fifo,
+    /// Messages in the FIFO (counted before a push and after a pop, so never below the
+    /// truth; exact under the pull lock).
     queued: AtomicUsize,
     /// Highest `queued` seen; written by publishers only, under the bus lock.
     max_queued: AtomicUsize,
@@ -82,6 +84,9 @@ pub struct Subscription {
     scheduled: AtomicBool,
     /// When a publish last picked it among its group's members (a count of picks).
     last_picked: AtomicU64,
+    /// Set by an unsubscribe from outside the bus's callbacks, which runs the end notice on
+    /// its own thread: a dispatcher then leaves it alone.
+    outside_end: AtomicBool,
     /// 0 while live; the `EndReason` code once ended (set once: the first ending wins).
     ended: AtomicI32,
     notice: Notice,
@@ -94,7 +99,6 @@ impl Subscription {
         options: SubscribeOptions,
         consumer: Consumer,
     ) -> Subscription {
-        let (sender, receiver) = crossbeam_channel::unbounded();
         let (taker, notice) = match consumer {
             Consumer::Callback(cb, notice) => (Taker::Callback(Mutex::new(Some(cb))), notice),
             Consumer::Pull => (Taker::Pull(Pull::default()), None),
@@ -104,8 +108,7 @@ impl Subscription {
             pattern: pattern.into(),
             options,
             taker,
-            sender,
-            receiver,
+            fifo: Fifo::default(),
             queued: AtomicUsize::new(0),
             max_queued: AtomicUsize::new(0),
             delivered: AtomicU64::new(0),
@@ -114,6 +117,7 @@ impl Subscription {
             failures_in_row: AtomicU32::new(0),
             scheduled: AtomicBool::new(false),
             last_picked: AtomicU64::new(0),
+            outside_end: AtomicBool::new(false),
             ended: AtomicI32::new(0),
             notice: Notice::new(notice),
         }
@@ -138,6 +142,17 @@ impl Subscription {
         self.ended
             .compare_exchange(0, reason.code(), SeqCst, SeqCst)
             .is_ok()
+    }
+
+    /// Says that a thread outside the bus's callbacks will complete the end (call before the
+    /// end becomes visible, i.e. before `mark_ended`).
+    pub fn set_outside_end(&self) {
+        self.outside_end.store(true, SeqCst);
+    }
+
+    /// Whether a thread outside the bus's callbacks completes the end.
+    pub fn outside_end(&self) -> bool {
+        self.outside_end.load(SeqCst)
     }
 
     pub fn queued(&self) -> usize {
@@ -172,24 +187,27 @@ impl Subscription {
     /// Appends a message (bus lock held); returns true if the subscription must be put on the
     /// run queue.
     pub fn push(&self, message: Arc<Message>) -> bool {
-        let q = self.queued.fetch_add(1, SeqCst) + 1;
-        if q > self.max_queued.load(Relaxed) {
-            self.max_queued.store(q, Relaxed);
-        }
+        let count_in = || {
+            let q = self.queued.fetch_add(1, SeqCst) + 1;
+            if q > self.max_queued.load(Relaxed) {
+                self.max_queued.store(q, Relaxed);
+            }
+        };
         match &self.taker {
             Taker::Pull(pull) => {
                 let mut state = pull.lock();
-                // The receiver lives in `self`, so the send cannot fail.
-                let _ = self.sender.send(message);
+                count_in();
+                self.fifo.push(message);
                 state.set_readable(true);
                 pull.wake_one(&state);
                 false
             }
             Taker::Callback(_) => {
-                let _ = self.sender.send(message);
+                count_in();
+                self.fifo.push(message);
                 // Reading first keeps the flag's cache line shared while a dispatcher runs
-                // this subscription. Reading "scheduled" (SeqCst) after the send means a
-                // `finish_run` that clears it later will see this message when it looks again.
+                // this subscription. Reading "scheduled" (SeqCst) after counting the message
+                // means a `finish_run` that clears it later will see it when it looks again.
                 !self.scheduled.load(SeqCst) && !self.scheduled.swap(true, SeqCst)
             }
         }
@@ -215,7 +233,7 @@ impl Subscription {
     /// Takes the oldest queued message.
     pub fn pop(&self) -> Option<Arc<Message>> {
         let take = || {
-            let m = self.receiver.try_recv().ok()?;
+            let m = self.fifo.pop()?;
             self.queued.fetch_sub(1, SeqCst);
             Some(m)
         };
@@ -224,10 +242,22 @@ impl Subscription {
             Taker::Pull(pull) => {
                 let mut state = pull.lock();
                 let m = take();
-                state.set_readable(!self.receiver.is_empty() || self.is_ended());
+                state.set_readable(self.queued() > 0 || self.is_ended());
                 m
             }
         }
+    }
+
+    /// Moves the oldest queued messages to `batch` (the dispatcher running it only): at most
+    /// one with a queue limit, so that what is taken out of the queue is what the callback
+    /// gets next; up to `max` otherwise. Returns how many.
+    pub fn take(&self, batch: &mut VecDeque<Arc<Message>>, max: usize) -> usize {
+        let max = if self.options.queue_limit > 0 { 1 } else { max };
+        let n = self.fifo.take(batch, max);
+        if n > 0 {
+            self.queued.fetch_sub(n, SeqCst);
+        }
+        n
     }
 
     /// Takes everything queued.
@@ -235,9 +265,9 @@ impl Subscription {
         std::iter::from_fn(|| self.pop()).collect()
     }
 
-    /// Whether messages are queued.
+    /// Whether messages are queued (or about to be: a push counts them first).
     pub fn has_queued(&self) -> bool {
-        !self.receiver.is_empty()
+        self.queued() > 0
     }
 
     /// Wakes whoever must see that it ended: pullers and the descriptor, or (returns true) the
@@ -302,9 +332,9 @@ impl Subscription {
         };
         let mut state = pull.lock();
         loop {
-            if let Ok(m) = self.receiver.try_recv() {
+            if let Some(m) = self.fifo.pop() {
                 self.queued.fetch_sub(1, SeqCst);
-                state.set_readable(!self.receiver.is_empty() || self.is_ended());
+                state.set_readable(self.queued() > 0 || self.is_ended());
                 return Ok(m);
             }
             if let Some(reason) = self.ended() {
@@ -321,7 +351,7 @@ impl Subscription {
     /// The pull subscription's descriptor (made on first use).
     pub fn pull_fd(&self) -> io::Result<i32> {
         match &self.taker {
-            Taker::Pull(pull) => pull.fd(self.has_queued() || self.is_ended()),
+            Taker::Pull(pull) => pull.fd(|| self.has_queued() || self.is_ended()),
             Taker::Callback(_) => Err(io::Error::other("not a pull subscription")),
         }
     }

@@ -95,14 +95,15 @@ impl Pull {
         }
     }
 
-    /// The descriptor, made on first use and raised at once if `readable`.
-    pub fn fd(&self, readable: bool) -> io::Result<i32> {
+    /// The descriptor, made on first use and raised at once if `readable()` (asked under the
+    /// lock, so that no push or pop slips in between).
+    pub fn fd(&self, readable: impl FnOnce() -> bool) -> io::Result<i32> {
         let mut state = self.lock();
         if state.fd.is_none() {
             state.fd = Some(NotifyFd::new()?);
             state.raised = false;
         }
-        state.set_readable(readable);
+        state.set_readable(readable());
         Ok(state.fd.as_ref().map_or(-1, NotifyFd::fd))
     }
 }
