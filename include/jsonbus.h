@@ -325,8 +325,11 @@ struct jsonbus *jsonbus_new(const char *options_json);
 int32_t jsonbus_close(struct jsonbus *bus, int32_t timeout_ms);
 
 /**
- * Closes the bus if it is open (without a time limit: it also waits until every message
- * handed out by `jsonbus_next` has been released) and frees it. NULL does nothing.
+ * Closes the bus if it is open and frees it. NULL does nothing. The close is
+ * `jsonbus_close(bus, -1)` - every queued callback delivery is made - except for pull
+ * subscriptions, which nobody can be pulling from now: they end at once, their waiting
+ * messages discarded (counted as dropped), and messages already handed out by `jsonbus_next`
+ * are not waited for: they stay valid until `jsonbus_message_release`, also after the free.
  * Like `free`, it must not race with other calls on the same bus, and the handle must not be
  * used afterwards. From a callback of the same bus it does nothing and sets the last status to
  * `JSONBUS_ERR_DEADLOCK`. `jsonbus_free(jsonbus_default())` is `jsonbus_shutdown(-1)`.

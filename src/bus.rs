@@ -15,7 +15,9 @@ use crate::subscription::{Callback, Consumer, NotNext, Pulled, Subscription, Sub
 use crate::sys::thread::{self, Thread};
 use crate::topic::{self, Kind};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -48,6 +50,8 @@ pub struct Shared {
     /// `unsubscribe` releases it or the bus is dropped. Apart from the bus lock, so that
     /// `jsonbus_next` does not contend with publishers; taken after it when both are needed.
     known: Mutex<HashMap<i64, Arc<Subscription>>>,
+    /// Messages handed out by `next` and not yet released.
+    outstanding: Arc<AtomicUsize>,
     /// Allocations of delivered messages, for the next publishes to reuse.
     pub(crate) spares: Arc<Spares>,
     counts: Counts,
@@ -146,6 +150,7 @@ impl Bus {
             finished: AtomicBool::new(false),
             discarding: AtomicBool::new(false),
             known: Mutex::new(HashMap::new()),
+            outstanding: Arc::default(),
             spares: Arc::new(Spares::new()),
             counts: Counts::default(),
         });
@@ -278,7 +283,7 @@ impl Bus {
                 }
                 sub.count_delivered(0);
                 s.count(Outcome::Delivered);
-                Ok(Pulled::new(m, s.spares.clone()))
+                Ok(Pulled::new(m, s.spares.clone(), s.outstanding.clone()))
             }
             Err(NotNext::Timeout) => Err(Error::new(
                 Status::Timeout,
@@ -385,6 +390,19 @@ impl Bus {
     /// the rest, waits for running callbacks and joins the dispatcher threads. Fails with
     /// `Timeout` if it discarded anything. A second close returns `Ok`.
     pub fn close(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        self.close_as(timeout, false)
+    }
+
+    /// The close of `jsonbus_free`, which no other call may race with - so no thread can be
+    /// pulling: pull subscriptions end at once (their queues discarded, counted as dropped)
+    /// and messages already handed out are not waited for (they stay valid until released).
+    /// Everything else is as `close(None)`.
+    pub fn close_for_free(&self) {
+        // Without a time limit nothing is discarded, so it cannot fail.
+        let _ = self.close_as(None, true);
+    }
+
+    fn close_as(&self, timeout: Option<Duration>, freeing: bool) -> Result<(), Error> {
         let s = &self.shared;
         if dispatch::in_callback_of(s.id) {
             return Err(Error::new(
@@ -396,11 +414,40 @@ impl Bus {
         if s.finished.load(SeqCst) {
             return Ok(());
         }
-        s.core().closed = true;
+        let pulls: Vec<(Arc<Subscription>, bool)> = {
+            let mut core = s.core();
+            core.closed = true;
+            let pulls: Vec<Arc<Subscription>> = match freeing {
+                true => s
+                    .known()
+                    .values()
+                    .filter(|p| p.is_pull())
+                    .cloned()
+                    .collect(),
+                false => Vec::new(),
+            };
+            pulls
+                .into_iter()
+                .map(|sub| {
+                    let ended_now = core.end(&sub, EndReason::Closed);
+                    (sub, ended_now)
+                })
+                .collect()
+        };
         s.tracker.close();
+        for (sub, ended_now) in pulls {
+            if ended_now {
+                s.after_end(&sub);
+            }
+        }
+        // Freeing: what is held beyond the messages handed out to pullers.
+        let waited_for = || match freeing {
+            true => s.tracker.held().saturating_sub(s.outstanding.load(SeqCst)),
+            false => s.tracker.held(),
+        };
         if !s
             .tracker
-            .wait_until(deadline(timeout), || s.tracker.held() == 0)
+            .wait_until(deadline(timeout), || waited_for() == 0)
         {
             s.discarding.store(true, SeqCst);
             let subs: Vec<Arc<Subscription>> = s.known().values().cloned().collect();

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 /// Most messages of one subscription delivered before the next scheduled one gets a turn.
 const BATCH: usize = 256;
 
+/// An idle subscription stays scheduled (see `run`) only while at most this many jobs wait.
+const KEEP_IDLE_BELOW: usize = 8;
+
 /// What the run queue carries.
 pub enum Job {
     /// Deliver some of this subscription's queue.
@@ -55,6 +58,11 @@ impl RunQueue {
         if self.sleepers.load(SeqCst) > 0 {
             self.ready.notify_one();
         }
+    }
+
+    /// Jobs waiting now.
+    pub fn len(&self) -> usize {
+        self.len.load(SeqCst)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -231,7 +239,10 @@ fn run(
         }
         if !jobs.is_empty() {
             let since = idle_since.unwrap_or_else(Instant::now);
-            if since.elapsed() < poll.spin {
+            // Kept only while few others wait: among many subscriptions (a broadcast) each one
+            // would go round the queue again and again between two of its messages, and its
+            // publisher would have to schedule it anyway once the spin time ran out.
+            if jobs.len() <= KEEP_IDLE_BELOW && since.elapsed() < poll.spin {
                 jobs.push(Job::Idle(sub.clone(), since));
                 return false;
             }

@@ -116,6 +116,19 @@ impl Message {
         self.epoch.as_ref()
     }
 
+    /// Where the payload and the topic are, for the C view: (json, json_len, topic,
+    /// topic_len), each NUL-terminated, in one look at the storage.
+    pub fn c_parts(&self) -> (*const u8, usize, *const u8, usize) {
+        let bytes = self.data.bytes();
+        let topic_len = bytes.len() - self.json_len - 2;
+        (
+            bytes.as_ptr(),
+            self.json_len,
+            bytes[self.json_len + 1..].as_ptr(),
+            topic_len,
+        )
+    }
+
     /// The payload, exactly as published.
     pub fn json(&self) -> &[u8] {
         &self.data.bytes()[..self.json_len]
@@ -189,6 +202,11 @@ impl Spares {
 
     /// Drops a reference to `message`; if it was the last one, keeps the allocation.
     pub fn recycle(&self, mut message: Arc<Message>) {
+        // A plain load first: most references dropped in a fan-out are not the last, and
+        // `get_mut` costs a compare-and-swap.
+        if Arc::strong_count(&message) != 1 {
+            return;
+        }
         if let Some(m) = Arc::get_mut(&mut message) {
             if matches!(m.data, Packed::Inline(..)) {
                 m.retire();

@@ -44,6 +44,18 @@ fn notice(ends: &Ends) -> Option<jsonbus::subscription::end::EndNotice> {
     }))
 }
 
+/// Polls `ready` for up to 5 s.
+fn wait_until(mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ready() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
 fn increasing(v: &[u64]) -> bool {
     v.windows(2).all(|w| w[0] < w[1])
 }
@@ -139,9 +151,12 @@ fn end_policy_ends_the_slow_subscriber_alone() {
         "publishers never waited for it"
     );
     assert_eq!(all.lock().unwrap().len(), 1000);
+    // A dispatcher runs the notice once the slow callback returns; flush does not wait for it.
+    let notified = wait_until(|| !ends.lock().unwrap().is_empty());
+    assert!(notified, "no end notice within 5 s");
     assert_eq!(*ends.lock().unwrap(), [(id, EndReason::Slow)]);
     assert!(
-        bus.subscription_stats(id).is_err(),
+        wait_until(|| bus.subscription_stats(id).is_err()),
         "forgotten once its end completed"
     );
     assert_eq!(bus.stats().subscriptions, 1);
@@ -401,10 +416,7 @@ fn unsubscribe_from_another_callback_runs_the_notice_once_that_invocation_return
     bus.publish("victim", b"1").unwrap();
     bus.publish("killer", b"1").unwrap();
     bus.flush(None).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ends.lock().unwrap().is_empty() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(1));
-    }
+    assert!(wait_until(|| !ends.lock().unwrap().is_empty()));
     assert_eq!(*ends.lock().unwrap(), [(victim, EndReason::Unsubscribed)]);
     bus.close(None).unwrap();
     assert_eq!(ends.lock().unwrap().len(), 1);
@@ -582,4 +594,36 @@ fn a_full_group_member_is_passed_over() {
         bus.subscription_stats(free).unwrap(),
     );
     assert_eq!((a.queued, b.queued, a.dropped + b.dropped), (1, 9, 0));
+}
+
+#[test]
+fn the_close_of_free_waits_for_callbacks_but_not_for_pullers() {
+    let bus = bus("{}");
+    let pull = bus
+        .subscribe_with("t", SubscribeOptions::default(), Consumer::Pull)
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let slow = Arc::new(AtomicBool::new(true));
+    bus.subscribe("t", recorder(seen.clone(), slow, Duration::from_millis(10)))
+        .unwrap();
+    for _ in 0..3 {
+        bus.publish("t", b"[1]").unwrap();
+    }
+    let held = bus.next(pull, ms(0)).unwrap();
+    let start = Instant::now();
+    bus.close_for_free();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        3,
+        "every callback delivery was made"
+    );
+    let s = bus.stats();
+    assert_eq!(s.dropped, 2, "the two messages nobody took");
+    assert_eq!(s.queued, 1, "the handed-out one is still held");
+    assert_eq!((held.seq, held.json()), (1, &b"[1]"[..]), "and still valid");
+    drop(held);
+    assert_eq!(bus.stats().queued, 0);
+    let e = bus.next(pull, ms(0)).unwrap_err();
+    assert_eq!(e.status, Status::Ended);
 }

@@ -117,8 +117,11 @@ pub extern "C" fn jsonbus_close(bus: *mut jsonbus, timeout_ms: i32) -> i32 {
     })
 }
 
-/// Closes the bus if it is open (without a time limit: it also waits until every message
-/// handed out by `jsonbus_next` has been released) and frees it. NULL does nothing.
+/// Closes the bus if it is open and frees it. NULL does nothing. The close is
+/// `jsonbus_close(bus, -1)` - every queued callback delivery is made - except for pull
+/// subscriptions, which nobody can be pulling from now: they end at once, their waiting
+/// messages discarded (counted as dropped), and messages already handed out by `jsonbus_next`
+/// are not waited for: they stay valid until `jsonbus_message_release`, also after the free.
 /// Like `free`, it must not race with other calls on the same bus, and the handle must not be
 /// used afterwards. From a callback of the same bus it does nothing and sets the last status to
 /// `JSONBUS_ERR_DEADLOCK`. `jsonbus_free(jsonbus_default())` is `jsonbus_shutdown(-1)`.
@@ -133,8 +136,7 @@ pub extern "C" fn jsonbus_free(bus: *mut jsonbus) {
                 "jsonbus_free was called from a callback of the same bus; the bus was not freed",
             )),
             Ok(Handle::Own(b)) => {
-                // A close without a time limit discards nothing, so it cannot fail.
-                let _ = b.close(None);
+                b.close_for_free();
                 // SAFETY: `bus` came from `jsonbus_new` (it is not the default handle) and the
                 // caller does not use it again.
                 unsafe { free_handle(bus) };

@@ -164,11 +164,12 @@ impl UserData {
 
 /// The C view of a message, pointing into `m`, which must outlive it.
 pub(crate) fn c_message(m: &Message, subscription: i64) -> jsonbus_message {
+    let (json, json_len, topic, topic_len) = m.c_parts();
     jsonbus_message {
-        topic: m.topic_with_nul().as_ptr().cast(),
-        topic_len: m.topic_with_nul().len() - 1,
-        json: m.json_with_nul().as_ptr().cast(),
-        json_len: m.json().len(),
+        topic: topic.cast(),
+        topic_len,
+        json: json.cast(),
+        json_len,
         seq: m.seq,
         published_ns: m.published_ns,
         subscription,

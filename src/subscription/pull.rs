@@ -6,6 +6,7 @@ use crate::message::{Message, Spares};
 use crate::sys::notify_fd::NotifyFd;
 use std::io;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -114,13 +115,21 @@ impl Pull {
 pub struct Pulled {
     message: Option<Arc<Message>>,
     spares: Arc<Spares>,
+    /// The bus's count of messages handed out and not yet released.
+    outstanding: Arc<AtomicUsize>,
 }
 
 impl Pulled {
-    pub(crate) fn new(message: Arc<Message>, spares: Arc<Spares>) -> Pulled {
+    pub(crate) fn new(
+        message: Arc<Message>,
+        spares: Arc<Spares>,
+        outstanding: Arc<AtomicUsize>,
+    ) -> Pulled {
+        outstanding.fetch_add(1, SeqCst);
         Pulled {
             message: Some(message),
             spares,
+            outstanding,
         }
     }
 }
@@ -141,6 +150,9 @@ impl std::fmt::Debug for Pulled {
 
 impl Drop for Pulled {
     fn drop(&mut self) {
+        // Counted out before the capacity it holds is given back (which wakes a closing
+        // `jsonbus_free` that waits for what is held beyond the outstanding messages).
+        self.outstanding.fetch_sub(1, SeqCst);
         if let Some(m) = self.message.take() {
             self.spares.recycle(m);
         }
