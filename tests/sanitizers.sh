@@ -86,7 +86,7 @@ else
   step "valgrind memcheck on every C test and example"
   for t in test_order test_serial test_unsubscribe test_reentrant test_full test_close \
            test_flush test_default_bus test_errors test_json test_topics test_options \
-           test_stats test_bad_input; do
+           test_stats test_bad_input test_limits test_end_notice test_pull test_groups; do
     vg "$t" "$T/$t"
   done
   vg header_c99 "$T/header_c99"
