@@ -601,6 +601,33 @@ static void test_after_free(void) {
     jsonbus_message_release(m[2]);
 }
 
+/* jsonbus_free of an open bus, with one message handed out and two nobody took: nothing may
+ * race with free, so nobody can pull; it ends the pull subscription (the two dropped) and does
+ * not wait for the handed-out one, which stays valid; a callback subscription still gets
+ * everything before free returns. */
+static atomic_int g_free_seen;
+static int32_t count_cb(const jsonbus_message *msg, void *ud) {
+    (void)msg;
+    (void)ud;
+    atomic_fetch_add(&g_free_seen, 1);
+    return JSONBUS_OK;
+}
+
+static void test_free_open_bus(void) {
+    jsonbus *bus = NEW_BUS(NULL);
+    int64_t id = SUBSCRIBE_PULL(bus, "f", NULL);
+    CHECK(jsonbus_subscribe(bus, "f", count_cb, NULL) > 0);
+    for (int i = 0; i < 3; i++) PUBLISH(bus, "f", "[7]");
+    jsonbus_message *m = NEXT(bus, id, 0);
+    double t0 = now_ms();
+    jsonbus_free(bus); /* must not wait for a puller: there is none */
+    CHECK_MSG(now_ms() - t0 < 5000, "jsonbus_free waited for pull messages nobody can take");
+    CHECK_EQ(atomic_load(&g_free_seen), 3);
+    CHECK_STREQ(m->json, "[7]");
+    CHECK_EQ(m->seq, 1);
+    jsonbus_message_release(m);
+}
+
 /* ---- 9. queue_limit on a pull subscription ----------------------------------------------- */
 struct blocked_pub {
     jsonbus *bus;
@@ -701,6 +728,7 @@ int main(void) {
     test_fd();
     test_bad_calls();
     test_after_free();
+    test_free_open_bus();
     test_limits();
     printf("ok\n");
     return 0;
