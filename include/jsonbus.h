@@ -53,7 +53,8 @@
 #define JSONBUS_ERR_NULL -1
 
 /**
- * Text is not valid UTF-8 (payload, topic, pattern or options); the message gives the byte offset.
+ * The payload is not valid UTF-8; the message gives the byte offset. (A topic or pattern that
+ * is not UTF-8 gets `JSONBUS_ERR_TOPIC`, options `JSONBUS_ERR_OPTIONS`.)
  */
 #define JSONBUS_ERR_UTF8 -2
 
@@ -314,7 +315,9 @@ struct jsonbus *jsonbus_new(const char *options_json);
  * subscription ends (`JSONBUS_END_CLOSED`; end notices run on this thread). Returns
  * `JSONBUS_ERR_TIMEOUT` if it discarded anything or pulled messages were still not
  * released, else `JSONBUS_OK`. Pull subscriptions then answer `jsonbus_next` with
- * `JSONBUS_ERR_ENDED`, and their descriptors stay open until `jsonbus_free`.
+ * `JSONBUS_ERR_ENDED`, and their descriptors stay open until `jsonbus_free`. With pull
+ * subscriptions, a close without a time limit waits until their queued messages have been
+ * taken and released: give it a time limit, or call `jsonbus_free`, if nothing will pull them.
  *
  * Afterwards no callback runs and the bus has no threads; publish and subscribe return
  * `JSONBUS_ERR_CLOSED`, unsubscribe `JSONBUS_ERR_NOT_FOUND`, flush and a second close

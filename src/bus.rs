@@ -295,9 +295,13 @@ impl Bus {
             Err(NotNext::Ended(reason)) => Err(Error::new(
                 Status::Ended,
                 format!(
-                    "pull subscription {id} has ended ({}: {}) and its queue is empty; jsonbus_unsubscribe releases it",
+                    "pull subscription {id} has ended ({}: {}) and its queue is empty{}",
                     reason.name().to_string_lossy(),
-                    reason.describe()
+                    reason.describe(),
+                    match reason {
+                        EndReason::Closed => "",
+                        _ => "; jsonbus_unsubscribe releases it",
+                    }
                 ),
             )),
         }
@@ -617,7 +621,7 @@ impl Shared {
     }
 
     /// Completes the end of an ended subscription: waits for a running invocation of its
-    /// callback, lets the callback go, and runs the end notice (on this thread, marked as
+    /// callback, lets the callback go, discards what is still queued, and runs the end notice (on this thread, marked as
     /// inside a callback of this bus) unless another thread has, then forgets a callback
     /// subscription - with `wait`, returning only once that has happened. Without `wait` (a
     /// dispatcher), it leaves the notice to an unsubscribe from outside that is waiting for it.
@@ -625,6 +629,11 @@ impl Shared {
         if let Some(mut callback) = sub.callback() {
             *callback = None;
         }
+        // The ender discards the queue once it lets go of the bus lock; whoever completes the
+        // end first does it too, so that the notice never sees messages still queued.
+        let queued = sub.take_all();
+        self.dropped(sub, queued.len() as u64);
+        drop(queued);
         if !wait && sub.outside_end() {
             return; // the unsubscribing thread runs the notice
         }

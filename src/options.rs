@@ -189,7 +189,8 @@ impl SubscribeOptions {
                         .map(|(p, _)| *p)
                         .ok_or_else(|| {
                             bad(format!(
-                                "option \"on_full\" is \"{value}\"; it must be {allowed}"
+                                "option \"on_full\" is {}; it must be {allowed}",
+                                quoted(&value)
                             ))
                         })?;
                 }
@@ -198,8 +199,8 @@ impl SubscribeOptions {
                     let value = string(&name, raw, allowed)?;
                     if topic::check(&value, Kind::Topic).is_err() || value.contains('.') {
                         return Err(bad(format!(
-                            "option \"group\" is \"{}\"; it must be {allowed}",
-                            value.escape_debug()
+                            "option \"group\" is {}; it must be {allowed}",
+                            quoted(&value)
                         )));
                     }
                     o.group = Some(value.into());
@@ -214,6 +215,16 @@ impl SubscribeOptions {
     pub fn is_plain(&self) -> bool {
         self.queue_limit == 0 && self.group.is_none()
     }
+}
+
+/// A string value for a message: escaped, and cut after 64 characters so that what follows it
+/// (the allowed values) always fits in the last error.
+fn quoted(value: &str) -> String {
+    let mut shown: String = value.chars().take(64).collect();
+    if shown.len() < value.len() {
+        shown.push_str("...");
+    }
+    format!("\"{}\"", shown.escape_debug())
 }
 
 fn bad(message: String) -> Error {
@@ -234,16 +245,17 @@ fn members(text: Option<&str>) -> Result<Vec<(String, Box<RawValue>)>, Error> {
     let Some(text) = text else {
         return Ok(Vec::new());
     };
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| bad(format!("options are not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(bad(format!(
-            "options must be a JSON object, not {}",
-            kind_of(&value)
-        )));
-    }
+    // Members first: each value is kept as written, so that a number JSON allows but f64 cannot
+    // hold (1e400) is refused by its key's own check, which names the key.
     let Members(members) =
-        serde_json::from_str(text).map_err(|e| bad(format!("options are not valid JSON: {e}")))?;
+        serde_json::from_str(text).map_err(|_| match serde_json::from_str::<Value>(text) {
+            Err(e) => bad(format!("options are not valid JSON: {e}")),
+            Ok(v) if !v.is_object() => bad(format!(
+                "options must be a JSON object, not {}",
+                kind_of(&v)
+            )),
+            Ok(_) => bad("options are not a valid JSON object".into()),
+        })?;
     for (i, (name, _)) in members.iter().enumerate() {
         if members[..i].iter().any(|(earlier, _)| earlier == name) {
             return Err(bad(format!("option \"{name}\" is given more than once")));
@@ -431,6 +443,21 @@ mod tests {
         assert!(sub_err(r#"{"limit":1}"#)
             .contains("known options: queue_limit, on_full, max_failures, group"));
         assert!(sub_err(r#"{"group":"a","group":"b"}"#).contains("more than once"));
+        let nul = sub_err(r#"{"on_full":"x\u0000y"}"#);
+        assert!(
+            nul.contains(r#""x\0y""#) && nul.contains("\"end\""),
+            "{nul}"
+        );
+        let long = sub_err(&format!(r#"{{"group":"{}"}}"#, "g".repeat(2000)));
+        assert!(
+            long.len() < 300 && long.contains("one topic token"),
+            "{long}"
+        );
+        let huge = sub_err(r#"{"queue_limit":1e400}"#);
+        assert!(
+            huge.contains("\"queue_limit\"") && huge.contains("from 0 to"),
+            "{huge}"
+        );
         assert!(sub_err("[]").contains("must be a JSON object"));
     }
 }

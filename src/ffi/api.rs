@@ -100,7 +100,9 @@ pub extern "C" fn jsonbus_new(options_json: *const c_char) -> *mut jsonbus {
 /// subscription ends (`JSONBUS_END_CLOSED`; end notices run on this thread). Returns
 /// `JSONBUS_ERR_TIMEOUT` if it discarded anything or pulled messages were still not
 /// released, else `JSONBUS_OK`. Pull subscriptions then answer `jsonbus_next` with
-/// `JSONBUS_ERR_ENDED`, and their descriptors stay open until `jsonbus_free`.
+/// `JSONBUS_ERR_ENDED`, and their descriptors stay open until `jsonbus_free`. With pull
+/// subscriptions, a close without a time limit waits until their queued messages have been
+/// taken and released: give it a time limit, or call `jsonbus_free`, if nothing will pull them.
 ///
 /// Afterwards no callback runs and the bus has no threads; publish and subscribe return
 /// `JSONBUS_ERR_CLOSED`, unsubscribe `JSONBUS_ERR_NOT_FOUND`, flush and a second close

@@ -20,7 +20,8 @@ pub const JSONBUS_OK: i32 = 0;
 pub const JSONBUS_UNSUBSCRIBE: i32 = 1;
 /// A required pointer argument was NULL.
 pub const JSONBUS_ERR_NULL: i32 = -1;
-/// Text is not valid UTF-8 (payload, topic, pattern or options); the message gives the byte offset.
+/// The payload is not valid UTF-8; the message gives the byte offset. (A topic or pattern that
+/// is not UTF-8 gets `JSONBUS_ERR_TOPIC`, options `JSONBUS_ERR_OPTIONS`.)
 pub const JSONBUS_ERR_UTF8: i32 = -2;
 /// The payload is not exactly one valid JSON value (RFC 8259), or nests deeper than
 /// `max_depth`; the message says what is wrong, with line and column.
