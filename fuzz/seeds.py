@@ -58,6 +58,19 @@ opts = [b"", b"{}", b" { } ", b"null", b"[]", b"[1]", b"{", b"1", b'"{}"',
         b'{"max_message_bytes":40,"max_depth":30}', b'{"max_depth":3}\x00garbage', b'{"max_depth":3,}',
         b'{"max_\xc3\xa9":3}', b'{"max_depth":3}\xff', b'\xef\xbb\xbf{}',
         b'{"dispatcher_threads":1,"queue_capacity":2,"publish_timeout_ms":0,"max_message_bytes":64,"max_depth":2,"dispatcher_spin_us":0}']
+# subscription options (the same target gives every text to jsonbus_subscribe_with/_pull too)
+opts += [b'{"queue_limit":0}', b'{"queue_limit":1}', b'{"queue_limit":3,"on_full":"drop_oldest"}',
+         b'{"queue_limit":2,"on_full":"drop_new"}', b'{"queue_limit":4,"on_full":"end"}',
+         b'{"queue_limit":64,"on_full":"block"}', b'{"queue_limit":16777216}', b'{"queue_limit":16777217}',
+         b'{"queue_limit":-1}', b'{"queue_limit":-0}', b'{"queue_limit":1.0}', b'{"queue_limit":"1"}',
+         b'{"on_full":"drop"}', b'{"on_full":"END"}', b'{"on_full":1}', b'{"on_full":null}',
+         b'{"on_full":"blo\\u0063k"}', b'{"max_failures":2147483647}', b'{"max_failures":2147483648}',
+         b'{"max_failures":-1}', b'{"group":"g"}', b'{"group":"workers-1_x"}', b'{"group":"a.b"}',
+         b'{"group":"*"}', b'{"group":">"}', b'{"group":"a*"}', b'{"group":"a>b"}', b'{"group":""}',
+         b'{"group":" a"}', b'{"group":"caf\xc3\xa9"}', b'{"group":"\\u0041"}', b'{"group":"\\u0000"}',
+         b'{"group":null}', b'{"group":1}', b'{"group":"' + b"x" * 256 + b'"}', b'{"group":"' + b"x" * 257 + b'"}',
+         b'{"group":"!~#$%&\'()+,-/:;<=?@[]^_`{|}"}', b'{"group":"g","group":"g"}', b'{"limit":1}',
+         b'{"queue_limit":2,"on_full":"end","max_failures":1,"group":"g"}', b'{"queue_limit":1,"queue_capacity":1}']
 write("options", opts)
 
 def pat(records):
@@ -76,10 +89,12 @@ ps.append(pat([b"\x00a.>", b"\x00a.>", b"\x00a.>", b"\x02a.b", b"\x03\x01", b"\x
 ps.append(pat([b"\x00" + b".".join([b"*"] * 100) + b".>", b"\x02" + b".".join([b"a"] * 128)]))
 write("patterns", ps)
 
-# sequence: op bytes (op%10: 0 new, 1-3 publish, 4-5 subscribe, 6 unsub, 7 flush, 8 close, 9 free;
-# op/10%2 = slot), each followed by two argument bytes.
+# sequence: op bytes (call (op/20*10 + op%10) % 20: 0 new, 1-3 publish, 4-5 subscribe, 6 unsub,
+# 7 flush, 8 close, 9 free, 10/19 subscribe_with, 11 subscribe_pull, 12 next, 13 release,
+# 14 pull_fd, 15 subscription_stats, 16 publish burst, 17 drain, 18 reason names;
+# op/10%2 = slot), each followed by two argument bytes (subscribe_with: three).
 def seq(ops):
-    return b"".join(bytes([o, a, b]) for o, a, b in ops)
+    return b"".join(bytes(o) for o in ops)
 ss = [
     seq([(0, 0, 0), (4, 0, 0), (1, 1, 0), (1, 1, 1), (7, 0, 0)]),                       # basic
     seq([(0, 0x0c, 0), (4, 0, 2), (1, 1, 0), (1, 2, 0), (1, 4, 0), (7, 0, 0), (1, 1, 0), (7, 0, 0)]),  # k=1
@@ -98,5 +113,67 @@ for n in range(30):
     for _ in range(rng.randint(5, 40)):
         op = rng.choice([0, 1, 1, 1, 2, 3, 4, 4, 5, 6, 7, 7, 8, 9]) + 10 * rng.randint(0, 1)
         ops.append((op, rng.randint(0, 255), rng.randint(0, 255)))
+    ss.append(seq(ops))
+
+# The 2A calls (subscription options, end notices, pull subscriptions).
+def op(call, slot=0):
+    """The opcode byte of `call` (0-19) on bus `slot`."""
+    return call + 10 * slot if call < 10 else 20 + 10 * slot + call - 10
+NEW, PUB, SUB, UNSUB, FLUSH, CLOSE, FREE = 0, 1, 4, 6, 7, 8, 9
+WITH, PULL, NEXT, RELEASE, FD, STATS, BURST, DRAIN, NAMES = 10, 11, 12, 13, 14, 15, 16, 17, 18
+def o(call, a=0, b=0, c=None, slot=0):
+    return (op(call, slot), a, b) + (() if c is None else (c,))
+def opts(limit=0, policy=0, mf=0, group=0):
+    """Options byte: limit 0/1/2/4, policy block/drop_oldest/drop_new/end, max_failures
+    0/1/2/explicit defaults, group none/g/h/'{}'."""
+    return [0, 1, 2, 4].index(limit) | policy << 2 | mf << 4 | group << 6
+BIG, BIG_T0, CAP1_T0 = 0x0c, 0x2c, 0x20  # bus options bytes: capacity 65536 (timeout -1 / 0); capacity 1, timeout 0
+FIVE_A = 100  # burst: 5 publishes on topic "a"
+s2 = [
+    # pull basics: next (released / held), descriptor, stats, drain
+    seq([o(NEW, BIG), o(PULL, 1), o(PUB, 0, 0), o(PUB, 0, 1), o(PUB, 0, 2), o(FD), o(NEXT), o(NEXT, 0, 4),
+         o(FD), o(STATS), o(DRAIN), o(FD), o(NEXT, 0, 3), o(FLUSH, 1), o(FLUSH), o(CLOSE)]),
+    # a pull subscription per policy, limit 2, publish_timeout_ms 0 ("block" -> FULL)
+    *[seq([o(NEW, BIG_T0), o(PULL, 1, opts(2, pol)), o(FD), o(BURST, FIVE_A), o(STATS), o(FD), o(NEXT),
+           o(NEXT), o(NEXT), o(STATS), o(PUB, 0, 0), o(STATS), o(UNSUB), o(NEXT), o(STATS), o(FLUSH)])
+      for pol in range(4)],
+    # callback subscriptions per policy, limit 1, with end notices
+    seq([o(NEW, BIG)] + [o(WITH, 0, 0, opts(1, pol)) for pol in range(4)] +
+        [o(BURST, FIVE_A), o(BURST, FIVE_A), o(STATS, 0), o(STATS, 8), o(FLUSH), o(STATS, 16), o(UNSUB, 0),
+         o(UNSUB, 8), o(BURST, FIVE_A), o(FLUSH), o(CLOSE)]),
+    seq([o(NEW, BIG_T0 + 1)] + [o(WITH, 0, 0, opts(2, pol)) for pol in range(4)] +
+        [o(BURST, FIVE_A)] * 4 + [o(FLUSH), o(STATS, 24), o(FREE)]),
+    # groups: pull members (one with a limit) and a callback member
+    seq([o(NEW, BIG), o(PULL, 0, opts(group=1)), o(PULL, 0, opts(1, 2, group=1)), o(WITH, 0, 0, opts(group=1)),
+         o(PULL, 1, opts(group=2)), o(BURST, FIVE_A), o(BURST, FIVE_A), o(STATS, 0), o(STATS, 8), o(DRAIN, 16),
+         o(DRAIN, 24), o(FLUSH), o(UNSUB, 16), o(BURST, FIVE_A), o(FLUSH), o(CLOSE)]),
+    seq([o(NEW, BIG), o(PULL, 0, opts(1, 0, group=1)), o(PULL, 0, opts(1, 3, group=1)), o(BURST, FIVE_A),
+         o(STATS), o(STATS, 8), o(NEXT), o(NEXT, 8), o(BURST, FIVE_A), o(FLUSH)]),
+    seq([o(NEW, BIG + 1)] + [o(WITH, 3, 0, opts(pol % 3, pol, group=1)) for pol in range(4)] +
+        [o(BURST, FIVE_A + 1)] * 3 + [o(FLUSH), o(STATS), o(UNSUB, 8), o(BURST, FIVE_A + 1), o(CLOSE, 3)]),
+    # max_failures and self-unsubscribing callbacks with end notices
+    seq([o(NEW, BIG), o(WITH, 1, 0x80, opts(mf=1)), o(WITH, 1, 0x80, opts(mf=2)), o(WITH, 1, 0xc0, opts(mf=3)),
+         o(WITH, 1, 2), o(WITH, 1, 0x43), o(WITH, 1, 0x20)] + [o(PUB, 0, i) for i in range(6)] +
+        [o(FLUSH), o(UNSUB, 0), o(UNSUB, 8), o(UNSUB, 16), o(STATS, 24), o(UNSUB, 24), o(FLUSH), o(CLOSE)]),
+    # held messages outlive their bus's close and free; capacity 1 with a pulled message -> FULL
+    seq([o(NEW, BIG), o(PULL, 0), o(PUB), o(PUB), o(NEXT, 0, 12), o(CLOSE, 2), o(NEXT), o(FD), o(STATS),
+         o(UNSUB), o(FREE)]),
+    seq([o(NEW, CAP1_T0), o(PULL, 0), o(PUB), o(PUB), o(NEXT, 0, 12), o(PUB), o(RELEASE), o(PUB), o(NEXT),
+         o(FLUSH, 1), o(DRAIN), o(FLUSH, 1), o(FREE)]),
+    # names, bad options, closed bus, another bus's ids
+    seq([o(NAMES, a, b) for a in range(4) for b in (0, 3, 7, 200)]),
+    seq([o(NEW, BIG), o(WITH, 0, 0, 0x3f), o(WITH, 0, 0, 0x7f), o(PULL, 0, 0xbf), o(PULL, 11, 0xff), o(WITH, 11, 0, 1),
+         o(CLOSE), o(WITH, 0, 0, 1), o(PULL, 0, 0x3f), o(PUB)]),
+    seq([o(NEW, BIG), o(NEW, BIG, slot=1), o(PULL, 0), o(WITH, 0, slot=1), o(PUB), o(PUB, slot=1), o(NEXT, slot=1),
+         o(FD, slot=1), o(STATS, slot=1), o(NEXT, 8), o(FD, 8), o(UNSUB, 0, slot=1), o(NEXT), o(FREE), o(NEXT, slot=1)]),
+]
+ss += s2
+calls = [0, 1, 1, 1, 2, 3, 4, 6, 7, 7, 8, 9, 10, 10, 11, 11, 12, 12, 12, 13, 14, 15, 16, 17, 18, 19]
+for n in range(20):
+    ops = []
+    for _ in range(rng.randint(10, 50)):
+        call = rng.choice(calls)
+        ops.append(o(call, rng.randint(0, 255), rng.randint(0, 255),
+                     rng.randint(0, 255) if call in (10, 19) else None, rng.randint(0, 1)))
     ss.append(seq(ops))
 write("sequence", ss)

@@ -9,7 +9,7 @@ use std::ffi::{c_char, CStr, CString};
 // Status codes
 
 /// Every code a fallible export may return (ids aside).
-pub const DOCUMENTED: [i32; 14] = [
+pub const DOCUMENTED: [i32; 16] = [
     JSONBUS_OK,
     JSONBUS_UNSUBSCRIBE,
     JSONBUS_ERR_NULL,
@@ -24,6 +24,8 @@ pub const DOCUMENTED: [i32; 14] = [
     JSONBUS_ERR_DEADLOCK,
     JSONBUS_ERR_OPTIONS,
     JSONBUS_ERR_INTERNAL,
+    JSONBUS_ERR_ENDED,
+    JSONBUS_ERR_UNSUPPORTED,
 ];
 
 pub fn name(code: i32) -> String {
@@ -251,6 +253,8 @@ pub const KEYS: [(&str, i64, i64); 6] = [
 #[derive(Debug)]
 pub enum Member {
     Int(i128),
+    /// A JSON string, decoded.
+    Str(String),
     Other,
 }
 
@@ -264,8 +268,11 @@ pub fn object_members(text: &str) -> Option<Vec<(String, Member)>> {
     impl<'de> serde::Deserialize<'de> for Val {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Val, D::Error> {
             let raw = <Box<serde_json::value::RawValue>>::deserialize(d)?;
-            Ok(Val(serde_json::from_str::<i128>(raw.get())
-                .map_or(Member::Other, Member::Int)))
+            let text = raw.get();
+            Ok(Val(match serde_json::from_str::<i128>(text) {
+                Ok(n) => Member::Int(n),
+                Err(_) => serde_json::from_str::<String>(text).map_or(Member::Other, Member::Str),
+            }))
         }
     }
     struct Obj(Vec<(String, Member)>);
@@ -339,6 +346,194 @@ impl Opts {
             self.dispatcher_spin_us
         )
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Subscription options (CONTRACT.md 2A, the subscription options table)
+
+/// `on_full`, as the contract names the policies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFull {
+    Block,
+    DropOldest,
+    DropNew,
+    End,
+}
+
+pub const ON_FULL: [(OnFull, &str); 4] = [
+    (OnFull::Block, "block"),
+    (OnFull::DropOldest, "drop_oldest"),
+    (OnFull::DropNew, "drop_new"),
+    (OnFull::End, "end"),
+];
+
+impl OnFull {
+    pub fn name(self) -> &'static str {
+        ON_FULL.iter().find(|p| p.0 == self).map_or("", |p| p.1)
+    }
+}
+
+/// A subscription's options as the contract reads them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubOpts {
+    pub queue_limit: u64,
+    pub on_full: OnFull,
+    pub max_failures: u64,
+    pub group: Option<String>,
+}
+
+pub const SUB_DEFAULTS: SubOpts = SubOpts {
+    queue_limit: 0,
+    on_full: OnFull::Block,
+    max_failures: 0,
+    group: None,
+};
+
+pub const SUB_KEYS: [&str; 4] = ["queue_limit", "on_full", "max_failures", "group"];
+
+/// Whether `g` is "one topic token": what the Topics section allows between two dots of a
+/// topic one may publish on - 1 to 256 bytes (a topic's limit), printable ASCII 0x21-0x7E other
+/// than '.', and no '*' or '>' (in a topic to publish on, a token may be neither a wildcard
+/// nor mix one with other characters).
+pub fn group_token_ok(g: &str) -> bool {
+    !g.is_empty()
+        && g.len() <= MAX_TOPIC
+        && g.bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'.' && b != b'*' && b != b'>')
+}
+
+/// The reference verdict on a subscription options text: the options, or None
+/// (JSONBUS_ERR_OPTIONS). Errors "as for bus options": exactly one JSON object, integers
+/// written as integers, each key at most once, unknown keys refused; invalid UTF-8 refused.
+pub fn sub_options_verdict(text: &[u8]) -> Option<SubOpts> {
+    let text = std::str::from_utf8(text).ok()?;
+    let members = object_members(text)?;
+    let mut o = SUB_DEFAULTS;
+    let mut seen: Vec<&str> = Vec::new();
+    for (k, m) in &members {
+        let key = *SUB_KEYS.iter().find(|n| *n == k)?;
+        if seen.contains(&key) {
+            return None;
+        }
+        seen.push(key);
+        match (key, m) {
+            ("queue_limit", Member::Int(n)) if (0..=16_777_216).contains(n) => {
+                o.queue_limit = *n as u64
+            }
+            ("max_failures", Member::Int(n)) if (0..=i32::MAX as i128).contains(n) => {
+                o.max_failures = *n as u64
+            }
+            ("on_full", Member::Str(s)) => o.on_full = ON_FULL.iter().find(|p| p.1 == s)?.0,
+            ("group", Member::Str(s)) if group_token_ok(s) => o.group = Some(s.clone()),
+            _ => return None,
+        }
+    }
+    Some(o)
+}
+
+// ---------------------------------------------------------------------------------------
+// Pull subscriptions and per-subscription stats
+
+/// `jsonbus_subscription_stats` as JSON, or the failure status (last error checked).
+pub fn sub_stats(bus: *mut jsonbus, id: i64) -> Result<serde_json::Value, i32> {
+    let p = jsonbus_subscription_stats(bus, id);
+    if p.is_null() {
+        let code = jsonbus_last_status();
+        assert_ne!(
+            code, JSONBUS_OK,
+            "jsonbus_subscription_stats returned NULL with status OK"
+        );
+        check_last(code, "jsonbus_subscription_stats");
+        return Err(code);
+    }
+    check_last(JSONBUS_OK, "jsonbus_subscription_stats");
+    let s = text(p);
+    jsonbus_string_free(p);
+    let v: serde_json::Value = serde_json::from_str(&s)
+        .unwrap_or_else(|e| panic!("subscription stats are not JSON ({e}): {s}"));
+    const KEYS: [&str; 13] = [
+        "id",
+        "pattern",
+        "kind",
+        "group",
+        "queued",
+        "max_queued",
+        "delivered",
+        "dropped",
+        "callback_failures",
+        "ended",
+        "queue_limit",
+        "on_full",
+        "max_failures",
+    ];
+    for k in KEYS {
+        assert!(v.get(k).is_some(), "subscription stats lack {k:?}: {v}");
+    }
+    assert_eq!(
+        v["id"].as_i64(),
+        Some(id),
+        "subscription stats of {id}: {v}"
+    );
+    Ok(v)
+}
+
+/// The `ended` field of subscription stats: None (null) or the reason's name.
+pub fn stat_ended(v: &serde_json::Value) -> Option<String> {
+    match &v["ended"] {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => panic!("subscription stats: \"ended\" is {other}: {v}"),
+    }
+}
+
+/// A message as jsonbus hands it out: seq, topic, payload, subscription. Checks that both
+/// strings are NUL-terminated at their lengths and that `published_ns` is not in the future.
+///
+/// # Safety
+/// `m` points to a valid `jsonbus_message`.
+pub unsafe fn read_message(m: *const jsonbus_message) -> (u64, Vec<u8>, Vec<u8>, i64) {
+    // SAFETY: per this function's contract.
+    let m = unsafe { &*m };
+    // SAFETY: jsonbus promises `*_len` bytes and a NUL after them.
+    let (topic, json, nuls) = unsafe {
+        (
+            std::slice::from_raw_parts(m.topic.cast::<u8>(), m.topic_len).to_vec(),
+            std::slice::from_raw_parts(m.json.cast::<u8>(), m.json_len).to_vec(),
+            (*m.topic.add(m.topic_len), *m.json.add(m.json_len)),
+        )
+    };
+    assert_eq!(
+        nuls,
+        (0, 0),
+        "a message's topic or json is not NUL-terminated at its length"
+    );
+    assert!(
+        m.published_ns <= jsonbus_now_ns(),
+        "published_ns is in the future"
+    );
+    (m.seq, topic, json, m.subscription)
+}
+
+/// Whether `fd` polls readable now (poll(2) with timeout 0).
+pub fn readable(fd: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    assert!(
+        n >= 0,
+        "poll({fd}) failed: {}",
+        std::io::Error::last_os_error()
+    );
+    assert_eq!(
+        p.revents & libc::POLLNVAL,
+        0,
+        "poll({fd}): not an open descriptor"
+    );
+    n == 1 && p.revents & libc::POLLIN != 0
 }
 
 // ---------------------------------------------------------------------------------------

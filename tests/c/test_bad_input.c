@@ -9,7 +9,8 @@
 
 static int markdown;
 
-static void row_at(int line, const char *input, long long rc, int32_t code, const char *needle) {
+static void row_at(int line, const char *input, long long rc, int32_t code, const char *needle,
+                   const char *needle2) {
     const char *err = jsonbus_last_error();
     if (rc != code)
         SOFT_RETURN(__FILE__, line, "%s: returned %s (%lld), expected %s", input,
@@ -20,6 +21,8 @@ static void row_at(int line, const char *input, long long rc, int32_t code, cons
     if (err == NULL || err[0] == '\0') SOFT_RETURN(__FILE__, line, "%s: no message", input);
     if (needle && strstr(err, needle) == NULL)
         SOFT_RETURN(__FILE__, line, "%s: message does not contain \"%s\": %s", input, needle, err);
+    if (needle2 && strstr(err, needle2) == NULL)
+        SOFT_RETURN(__FILE__, line, "%s: message does not contain \"%s\": %s", input, needle2, err);
     if (markdown) {
         printf("| %s | `%s` | `", input, jsonbus_status_name(code));
         for (const char *c = err; *c; c++) {
@@ -31,7 +34,18 @@ static void row_at(int line, const char *input, long long rc, int32_t code, cons
     }
 }
 /* evaluates expr, then checks status code and message */
-#define ROW(input, expr, code, needle) row_at(__LINE__, input, (long long)(expr), code, needle)
+#define ROW(input, expr, code, needle) row_at(__LINE__, input, (long long)(expr), code, needle, NULL)
+/* the same, with two words the message must contain (e.g. the key and what it allows) */
+#define ROW2(input, expr, code, needle, needle2) \
+    row_at(__LINE__, input, (long long)(expr), code, needle, needle2)
+/* a row for a call that cannot fail: what it does instead */
+static void row_value(int line, const char *input, int ok, const char *result) {
+    if (!ok) {
+        check_soft_fail(__FILE__, line, "%s: expected %s", input, result);
+        return;
+    }
+    if (markdown) printf("| %s | %s | - | test_bad_input.c:%d |\n", input, result, line);
+}
 
 static int new_status(const char *options) {
     jsonbus *b = jsonbus_new(options);
@@ -54,6 +68,32 @@ static int32_t noop(const jsonbus_message *m, void *ud) {
     (void)m;
     (void)ud;
     return JSONBUS_OK;
+}
+static void end_noop(int64_t sub, int32_t reason, void *ud) {
+    (void)sub;
+    (void)reason;
+    (void)ud;
+}
+/* jsonbus_subscribe_with with the given options (noop callback and end notice) */
+static int64_t with_options(jsonbus *bus, const char *options) {
+    return jsonbus_subscribe_with(bus, "a", options, noop, end_noop, NULL);
+}
+static int sub_stats_status(jsonbus *bus, int64_t sub) {
+    char *s = jsonbus_subscription_stats(bus, sub);
+    if (s) {
+        jsonbus_string_free(s);
+        return JSONBUS_OK;
+    }
+    return jsonbus_last_status();
+}
+/* jsonbus_next, which must leave *msg NULL when it fails */
+static jsonbus_message not_set;
+static int32_t next_status(jsonbus *bus, int64_t sub, int32_t timeout_ms) {
+    jsonbus_message *m = &not_set;
+    int32_t rc = jsonbus_next(bus, sub, timeout_ms, &m);
+    if (rc != JSONBUS_OK && m != NULL) FAIL("jsonbus_next failed but did not set *msg to NULL");
+    if (rc == JSONBUS_OK) FAIL("jsonbus_next handed out a message");
+    return rc;
 }
 
 /* ---- calls from a callback that would wait for the callback itself ---- */
@@ -205,6 +245,104 @@ int main(int argc, char **argv) {
     BADOPT("option given twice `{\"max_depth\":1,\"max_depth\":2}`", "{\"max_depth\":1,\"max_depth\":2}", "more than once");
     BADOPT("options not an object `[]`", "[]", NULL);
     BADOPT("options not JSON `{`", "{", NULL);
+
+    /* ---- subscriptions with options, end notices, pull subscriptions (contract 2A) ---- */
+    ROW("`jsonbus_subscribe_with(NULL, ...)`", jsonbus_subscribe_with(NULL, "a", NULL, noop, end_noop, NULL), JSONBUS_ERR_NULL, "bus is NULL");
+    ROW("`jsonbus_subscribe_with(bus, NULL, ...)` (pattern)", jsonbus_subscribe_with(bus, NULL, NULL, noop, end_noop, NULL), JSONBUS_ERR_NULL, "pattern is NULL");
+    ROW("`jsonbus_subscribe_with(bus, p, o, NULL, on_end, ud)` (callback)", jsonbus_subscribe_with(bus, "a", NULL, NULL, end_noop, NULL), JSONBUS_ERR_NULL, "callback is NULL");
+#define BADSUB(label, text, needle, needle2) ROW2(label, with_options(bus, text), JSONBUS_ERR_OPTIONS, needle, needle2)
+    BADSUB("subscription options not JSON `{\"queue_limit\":`", "{\"queue_limit\":", "not valid JSON", NULL);
+    BADSUB("subscription options not an object `[1]`", "[1]", "must be a JSON object", NULL);
+    BADSUB("unknown subscription option `{\"limit\":1}`", "{\"limit\":1}", "\"limit\"", "queue_limit, on_full, max_failures, group");
+    BADSUB("subscription option of the wrong type `{\"queue_limit\":\"4\"}`", "{\"queue_limit\":\"4\"}", "queue_limit", "0 to 16777216");
+    BADSUB("subscription option out of range `{\"queue_limit\":16777217}`", "{\"queue_limit\":16777217}", "queue_limit", "0 to 16777216");
+    BADSUB("subscription option out of range `{\"queue_limit\":-1}`", "{\"queue_limit\":-1}", "queue_limit", "0 to 16777216");
+    BADSUB("subscription option not an integer literal `{\"queue_limit\":1.0}`", "{\"queue_limit\":1.0}", "queue_limit", "1.0");
+    BADSUB("subscription option out of range `{\"max_failures\":2147483648}`", "{\"max_failures\":2147483648}", "max_failures", "0 to 2147483647");
+    BADSUB("subscription option of the wrong type `{\"max_failures\":true}`", "{\"max_failures\":true}", "max_failures", "0 to 2147483647");
+    BADSUB("unknown `on_full` `{\"on_full\":\"drop\"}`", "{\"on_full\":\"drop\"}", "on_full", "\"block\", \"drop_oldest\", \"drop_new\", \"end\"");
+    BADSUB("`on_full` is case-sensitive `{\"on_full\":\"Block\"}`", "{\"on_full\":\"Block\"}", "on_full", "\"block\", \"drop_oldest\", \"drop_new\", \"end\"");
+    BADSUB("`on_full` of the wrong type `{\"on_full\":1}`", "{\"on_full\":1}", "on_full", "\"block\", \"drop_oldest\", \"drop_new\", \"end\"");
+    BADSUB("`group` with a dot `{\"group\":\"a.b\"}`", "{\"group\":\"a.b\"}", "group", "one topic token");
+    BADSUB("`group` a wildcard `{\"group\":\"*\"}`", "{\"group\":\"*\"}", "group", "one topic token");
+    BADSUB("`group` a wildcard `{\"group\":\">\"}`", "{\"group\":\">\"}", "group", "one topic token");
+    BADSUB("`group` mixing a wildcard `{\"group\":\"a*b\"}`", "{\"group\":\"a*b\"}", "group", "one topic token");
+    BADSUB("`group` empty `{\"group\":\"\"}`", "{\"group\":\"\"}", "group", "one topic token");
+    BADSUB("`group` with a space `{\"group\":\"a b\"}`", "{\"group\":\"a b\"}", "group", "one topic token");
+    BADSUB("`group` not ASCII `{\"group\":\"caf\\u00e9\"}`", "{\"group\":\"caf\\u00e9\"}", "group", "one topic token");
+    char *longg = repeat('g', 257, "\"}");
+    char *longgo = malloc(strlen(longg) + 11);
+    CHECK(longgo != NULL);
+    sprintf(longgo, "{\"group\":\"%s", longg);
+    BADSUB("`group` of 257 bytes", longgo, "group", "256");
+    free(longgo);
+    free(longg);
+    BADSUB("`group` of the wrong type `{\"group\":null}`", "{\"group\":null}", "group", "not null");
+    BADSUB("subscription option given twice `{\"group\":\"a\",\"group\":\"b\"}`", "{\"group\":\"a\",\"group\":\"b\"}", "group", "more than once");
+    BADSUB("subscription options not UTF-8 `{\"group\":\"\\xff\"}`", "{\"group\":\"\xff\"}", "UTF-8", NULL);
+    ROW("`jsonbus_subscribe_with`, good options, bad pattern `a.>.b`", jsonbus_subscribe_with(bus, "a.>.b", "{\"queue_limit\":1}", noop, NULL, NULL), JSONBUS_ERR_TOPIC, ">");
+    ROW("`jsonbus_subscribe_pull(NULL, p, o)`", jsonbus_subscribe_pull(NULL, "a", NULL), JSONBUS_ERR_NULL, "bus is NULL");
+    ROW("`jsonbus_subscribe_pull(bus, NULL, o)` (pattern)", jsonbus_subscribe_pull(bus, NULL, NULL), JSONBUS_ERR_NULL, "pattern is NULL");
+    ROW2("`jsonbus_subscribe_pull`, unknown `on_full` `{\"on_full\":\"never\"}`", jsonbus_subscribe_pull(bus, "a", "{\"on_full\":\"never\"}"), JSONBUS_ERR_OPTIONS, "on_full", "\"drop_oldest\"");
+    ROW2("`jsonbus_subscribe_pull`, `group` a wildcard `{\"group\":\">\"}`", jsonbus_subscribe_pull(bus, "a", "{\"group\":\">\"}"), JSONBUS_ERR_OPTIONS, "group", "one topic token");
+    ROW("`jsonbus_subscribe_pull`, bad pattern `a..b`", jsonbus_subscribe_pull(bus, "a..b", NULL), JSONBUS_ERR_TOPIC, "token 2 is empty");
+
+    jsonbus *pb = NEW_BUS("{\"publish_timeout_ms\":0}");
+    jsonbus *other = NEW_BUS(NULL);
+    int64_t pull = jsonbus_subscribe_pull(pb, "p", NULL);
+    int64_t cbsub = jsonbus_subscribe_with(pb, "c", "{\"queue_limit\":4}", noop, end_noop, NULL);
+    int64_t other_pull = jsonbus_subscribe_pull(other, "p", NULL);
+    CHECK(pull > 0 && cbsub > 0 && other_pull > 0);
+    jsonbus_message *msg = NULL;
+    ROW("`jsonbus_next(bus, id, t, NULL)` (msg)", jsonbus_next(pb, pull, 0, NULL), JSONBUS_ERR_NULL, "msg is NULL");
+    ROW("`jsonbus_next(NULL, id, t, &m)`", jsonbus_next(NULL, pull, 0, &msg), JSONBUS_ERR_NULL, "bus is NULL");
+    ROW("`jsonbus_next`, unknown subscription id", next_status(pb, 987654321, 0), JSONBUS_ERR_NOT_FOUND, "987654321");
+    ROW("`jsonbus_next` of a callback subscription", next_status(pb, cbsub, 0), JSONBUS_ERR_NOT_FOUND, "callback subscription");
+    ROW("`jsonbus_next` of another bus's pull subscription", next_status(pb, other_pull, 0), JSONBUS_ERR_NOT_FOUND, "no pull subscription");
+    ROW("`jsonbus_next`, nothing queued, timeout 0", next_status(pb, pull, 0), JSONBUS_ERR_TIMEOUT, "within 0 ms");
+    ROW("`jsonbus_next`, nothing queued, timeout 20 ms", next_status(pb, pull, 20), JSONBUS_ERR_TIMEOUT, "within 20 ms");
+    ROW("`jsonbus_pull_fd(NULL, id)`", jsonbus_pull_fd(NULL, pull), JSONBUS_ERR_NULL, "bus is NULL");
+    ROW("`jsonbus_pull_fd` of a callback subscription", jsonbus_pull_fd(pb, cbsub), JSONBUS_ERR_NOT_FOUND, "callback subscription");
+    ROW("`jsonbus_pull_fd`, unknown subscription id", jsonbus_pull_fd(pb, 987654321), JSONBUS_ERR_NOT_FOUND, "987654321");
+    ROW("`jsonbus_subscription_stats(NULL, id)` (returns NULL)", sub_stats_status(NULL, pull), JSONBUS_ERR_NULL, "bus is NULL");
+    ROW("`jsonbus_subscription_stats`, unknown id (returns NULL)", sub_stats_status(pb, 987654321), JSONBUS_ERR_NOT_FOUND, "987654321");
+    /* a pull subscription that ends as slow: its queue (limit 1, "end") overflows */
+    int64_t slow = jsonbus_subscribe_pull(pb, "s", "{\"queue_limit\":1,\"on_full\":\"end\"}");
+    CHECK(slow > 0);
+    PUBLISH(pb, "s", "1");
+    PUBLISH(pb, "s", "2");
+    ROW2("`jsonbus_next` of a pull subscription that ended (`on_full` \"end\")", next_status(pb, slow, 0), JSONBUS_ERR_ENDED, "JSONBUS_END_SLOW", "jsonbus_unsubscribe releases it");
+    ROW("`jsonbus_next` of it, with a time limit (returns at once)", next_status(pb, slow, 60000), JSONBUS_ERR_ENDED, "JSONBUS_END_SLOW");
+    CHECK_OK(sub_stats_status(pb, slow)); /* still known until released */
+    CHECK_OK(jsonbus_unsubscribe(pb, slow)); /* releases it */
+    ROW("`jsonbus_next` of a pull subscription after `jsonbus_unsubscribe`", next_status(pb, slow, 0), JSONBUS_ERR_NOT_FOUND, "no pull subscription");
+    ROW("`jsonbus_pull_fd` of a pull subscription after `jsonbus_unsubscribe`", jsonbus_pull_fd(pb, slow), JSONBUS_ERR_NOT_FOUND, "no pull subscription");
+    ROW("`jsonbus_subscription_stats` of a released pull subscription", sub_stats_status(pb, slow), JSONBUS_ERR_NOT_FOUND, "no subscription");
+    ROW("`jsonbus_unsubscribe` of a released pull subscription", jsonbus_unsubscribe(pb, slow), JSONBUS_ERR_NOT_FOUND, "no subscription");
+    /* "block" at its limit, publish_timeout_ms 0 */
+    int64_t blocking = jsonbus_subscribe_pull(pb, "b", "{\"queue_limit\":1}");
+    CHECK(blocking > 0);
+    PUBLISH(pb, "b", "1");
+    ROW("publish to a pull subscription at its `queue_limit` (\"block\", `publish_timeout_ms` 0)", jsonbus_publish(pb, "b", "2", 1), JSONBUS_ERR_FULL, "queue_limit");
+    CHECK_OK(jsonbus_unsubscribe(pb, cbsub));
+    ROW("`jsonbus_subscription_stats` of a callback subscription after `jsonbus_unsubscribe`", sub_stats_status(pb, cbsub), JSONBUS_ERR_NOT_FOUND, "no subscription");
+    ROW("`jsonbus_next` of a callback subscription after `jsonbus_unsubscribe`", next_status(pb, cbsub, 0), JSONBUS_ERR_NOT_FOUND, "no pull subscription");
+    /* after close: pull subscriptions stay known and answer ENDED until the bus is freed */
+    CHECK_RC(jsonbus_close(pb, 0), JSONBUS_ERR_TIMEOUT); /* the "b" message was never pulled */
+    ROW2("`jsonbus_next` of a pull subscription after `jsonbus_close`", next_status(pb, pull, 0), JSONBUS_ERR_ENDED, "JSONBUS_END_CLOSED", "has ended");
+    ROW("`jsonbus_unsubscribe` of a pull subscription after `jsonbus_close`", jsonbus_unsubscribe(pb, pull), JSONBUS_ERR_NOT_FOUND, "no subscription");
+    ROW("`jsonbus_subscribe_with` after close", jsonbus_subscribe_with(pb, "a", NULL, noop, end_noop, NULL), JSONBUS_ERR_CLOSED, "closed");
+    ROW("`jsonbus_subscribe_with` after close, bad options too", with_options(pb, "{\"limit\":1}"), JSONBUS_ERR_CLOSED, "closed");
+    ROW("`jsonbus_subscribe_pull` after close", jsonbus_subscribe_pull(pb, "a", NULL), JSONBUS_ERR_CLOSED, "closed");
+    jsonbus_free(pb);
+    jsonbus_free(other);
+    jsonbus_message_release(NULL);
+    row_value(__LINE__, "`jsonbus_message_release(NULL)`", 1, "does nothing (like `free(NULL)`)");
+    row_value(__LINE__, "`jsonbus_end_reason_name(999)`, `(0)`, `(-1)`",
+              strcmp(jsonbus_end_reason_name(999), "JSONBUS_END_UNKNOWN") == 0 &&
+                  strcmp(jsonbus_end_reason_name(0), "JSONBUS_END_UNKNOWN") == 0 &&
+                  strcmp(jsonbus_end_reason_name(-1), "JSONBUS_END_UNKNOWN") == 0,
+              "`\"JSONBUS_END_UNKNOWN\"` (never NULL)");
 
     /* ---- unknown subscription, double unsubscribe ---- */
     ROW("unknown subscription id", jsonbus_unsubscribe(bus, 987654321), JSONBUS_ERR_NOT_FOUND, "987654321");
