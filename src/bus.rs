@@ -233,7 +233,8 @@ impl Bus {
         Ok(id)
     }
 
-    /// Ends a subscription (or releases one that ended on its own). Once this returns, its
+    /// Ends a subscription (or releases a pull subscription that ended on its own; a callback
+    /// subscription that has ended is not found, as in Part 1). Once this returns, its
     /// callback is not running and never runs again and its end notice has run - except when
     /// called from a callback of this bus, which does not wait: the subscription is never
     /// started again, and a dispatcher runs its end notice once a running invocation returns.
@@ -252,7 +253,22 @@ impl Bus {
         let (sub, ended_now) = {
             let mut core = s.core();
             let sub = s.known().get(&id).cloned().ok_or_else(not_found)?;
-            if outside {
+            if let (Some(reason), false) = (sub.ended(), sub.is_pull()) {
+                // Part 1: a callback subscription that has ended is not found. A dispatcher
+                // completes its end; from outside, wait for that (guarantee 13).
+                drop(core);
+                if outside {
+                    sub.wait_end_complete();
+                }
+                return Err(Error::new(
+                    Status::NotFound,
+                    format!(
+                        "subscription {id} has already ended ({})",
+                        reason.name().to_string_lossy()
+                    ),
+                ));
+            }
+            if outside && !sub.is_ended() {
                 // Its end notice runs here, on the caller's thread, not on a dispatcher.
                 sub.set_outside_end();
             }

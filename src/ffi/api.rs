@@ -181,10 +181,10 @@ pub extern "C" fn jsonbus_subscribe(
 /// already running may still be finishing (it is never started again), and the end notice runs
 /// on a dispatcher thread once it has returned.
 ///
-/// A subscription that ended on its own (`JSONBUS_END_SLOW`, `_FAILED`, `_RETURNED`) is
-/// released: `JSONBUS_OK`, after waiting as above; its end notice keeps the original reason. A
-/// callback subscription is forgotten once its end notice has returned, a pull subscription
-/// once it is unsubscribed. Unknown, forgotten, or on a closed bus: `JSONBUS_ERR_NOT_FOUND`.
+/// A pull subscription that ended on its own (`JSONBUS_END_SLOW`) is released: `JSONBUS_OK`.
+/// A callback subscription that has already ended (its callback returned `JSONBUS_UNSUBSCRIBE`,
+/// `max_failures`, slow) is `JSONBUS_ERR_NOT_FOUND`, as is an unknown id or any id on a closed
+/// bus; its end notice runs, or ran, on a dispatcher thread.
 #[no_mangle]
 pub extern "C" fn jsonbus_unsubscribe(bus: *mut jsonbus, subscription: i64) -> i32 {
     boundary(|| {

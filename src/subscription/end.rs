@@ -94,6 +94,14 @@ impl Notice {
         }
     }
 
+    /// Waits until a `run` has finished, without running anything itself.
+    pub fn wait_done(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while !matches!(*state, State::Done) {
+            state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
     /// Runs the notice unless another thread has taken it, then `then`; with `wait`, returns
     /// only once both have run, wherever. `scope` wraps the call (it marks the thread as inside
     /// a callback). Returns whether this call ran them.

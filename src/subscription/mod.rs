@@ -369,6 +369,11 @@ impl Subscription {
         self.notice.run(self.id, reason, wait, scope, then);
     }
 
+    /// Waits until another thread has completed the end (notice run, subscription forgotten).
+    pub fn wait_end_complete(&self) {
+        self.notice.wait_done();
+    }
+
     /// Its counters now.
     pub fn stats(&self) -> SubscriptionStats {
         SubscriptionStats {
