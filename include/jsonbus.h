@@ -417,7 +417,8 @@ int32_t jsonbus_flush(struct jsonbus *bus, int32_t timeout_ms);
 char *jsonbus_stats(struct jsonbus *bus);
 
 /**
- * Frees a string returned by `jsonbus_stats`. NULL does nothing.
+ * Frees a string returned by `jsonbus_stats` or `jsonbus_subscription_stats`. NULL does
+ * nothing.
  */
 void jsonbus_string_free(char *s);
 

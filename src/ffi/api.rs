@@ -301,26 +301,17 @@ pub extern "C" fn jsonbus_stats(bus: *mut jsonbus) -> *mut c_char {
             Ok(Handle::Default) => default_bus::stats(),
             Err(e) => Err(e),
         };
-        match stats {
-            Ok(s) => {
-                error::clear();
-                // JSON text holds no NUL byte.
-                CString::new(s.to_json()).map_or(std::ptr::null_mut(), CString::into_raw)
-            }
-            Err(e) => {
-                error::set(&e);
-                std::ptr::null_mut()
-            }
-        }
+        json_string(stats.map(|s| s.to_json()))
     })
 }
 
-/// Frees a string returned by `jsonbus_stats`. NULL does nothing.
+/// Frees a string returned by `jsonbus_stats` or `jsonbus_subscription_stats`. NULL does
+/// nothing.
 #[no_mangle]
 pub extern "C" fn jsonbus_string_free(s: *mut c_char) {
     boundary(|| {
         if !s.is_null() {
-            // SAFETY: `s` came from `CString::into_raw` in `jsonbus_stats` and is freed once.
+            // SAFETY: `s` came from `CString::into_raw` in `json_string` and is freed once.
             drop(unsafe { CString::from_raw(s) });
         }
     })

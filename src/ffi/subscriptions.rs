@@ -7,7 +7,7 @@ use crate::options::SubscribeOptions;
 use crate::status::{Error, Status};
 use crate::subscription::end::reason_name;
 use crate::subscription::Consumer;
-use std::ffi::{c_char, c_void, CString};
+use std::ffi::{c_char, c_void};
 
 /// Parses a subscription's options argument (NULL: the defaults).
 fn subscribe_options(options_json: *const c_char) -> Result<SubscribeOptions, Error> {
@@ -119,12 +119,8 @@ pub extern "C" fn jsonbus_next(
         }
         // SAFETY: `msg` is a non-NULL pointer the caller gave us to write the result to.
         unsafe { msg.write(std::ptr::null_mut()) };
-        let next = current(bus).and_then(|b| match b {
-            Some(b) => b.next(subscription, timeout(timeout_ms)),
-            None => Err(Error::new(
-                Status::NotFound,
-                format!("no pull subscription {subscription} on the default bus"),
-            )),
+        let next = with_subscription_bus(bus, subscription, |b| {
+            b.next(subscription, timeout(timeout_ms))
         });
         match next {
             Ok(m) => {
@@ -163,13 +159,7 @@ pub extern "C" fn jsonbus_message_release(msg: *mut jsonbus_message) {
 #[no_mangle]
 pub extern "C" fn jsonbus_pull_fd(bus: *mut jsonbus, subscription: i64) -> i32 {
     boundary(|| {
-        let fd = current(bus).and_then(|b| match b {
-            Some(b) => b.pull_fd(subscription),
-            None => Err(Error::new(
-                Status::NotFound,
-                format!("no pull subscription {subscription} on the default bus"),
-            )),
-        });
+        let fd = with_subscription_bus(bus, subscription, |b| b.pull_fd(subscription));
         match fd {
             Ok(fd) => {
                 error::clear();
@@ -192,24 +182,9 @@ pub extern "C" fn jsonbus_pull_fd(bus: *mut jsonbus, subscription: i64) -> i32 {
 #[no_mangle]
 pub extern "C" fn jsonbus_subscription_stats(bus: *mut jsonbus, subscription: i64) -> *mut c_char {
     boundary(|| {
-        let stats = current(bus).and_then(|b| match b {
-            Some(b) => b.subscription_stats(subscription),
-            None => Err(Error::new(
-                Status::NotFound,
-                format!("no subscription {subscription} on the default bus"),
-            )),
-        });
-        match stats {
-            Ok(s) => {
-                error::clear();
-                // JSON text holds no NUL byte.
-                CString::new(s.to_json()).map_or(std::ptr::null_mut(), CString::into_raw)
-            }
-            Err(e) => {
-                error::set(&e);
-                std::ptr::null_mut()
-            }
-        }
+        let stats =
+            with_subscription_bus(bus, subscription, |b| b.subscription_stats(subscription));
+        json_string(stats.map(|s| s.to_json()))
     })
 }
 

@@ -332,3 +332,34 @@ fn utf8<'a>(bytes: &'a [u8], what: &str, status: Status) -> Result<&'a str, Erro
 pub(crate) fn timeout(ms: i32) -> Option<Duration> {
     u64::try_from(ms).ok().map(Duration::from_millis)
 }
+
+/// A JSON text for C (freed by `jsonbus_string_free`), or NULL with the last error set.
+pub(crate) fn json_string(result: Result<String, Error>) -> *mut c_char {
+    match result {
+        Ok(s) => {
+            crate::ffi::error::clear();
+            // JSON text holds no NUL byte.
+            std::ffi::CString::new(s).map_or(std::ptr::null_mut(), std::ffi::CString::into_raw)
+        }
+        Err(e) => {
+            crate::ffi::error::set(&e);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Runs `f` on the bus behind a handle if it is open; a default bus that is not open has no
+/// subscription `id` (`JSONBUS_ERR_NOT_FOUND`), and opening it would not give it one.
+pub(crate) fn with_subscription_bus<T>(
+    bus: *const jsonbus,
+    id: i64,
+    f: impl FnOnce(&Bus) -> Result<T, Error>,
+) -> Result<T, Error> {
+    match current(bus)? {
+        Some(b) => f(&b),
+        None => Err(Error::new(
+            Status::NotFound,
+            format!("no subscription {id} on the default bus"),
+        )),
+    }
+}
