@@ -88,7 +88,7 @@ static int32_t on_update(const jsonbus_message *msg, void *user_data) {
     }
     c->last_seq = msg->seq;
     if (c->kind == SLOW_DROP || c->kind == SLOW_END) {
-        nanosleep(&(struct timespec){0, 2000000L}, NULL); /* a slow link: 2 ms per frame */
+        nanosleep(&(struct timespec){0, 10000000L}, NULL); /* a slow link: 10 ms per frame */
     }
     /* A negative return counts as a failure; max_failures of them in a row end it. */
     return send_frame(c, msg) == 0 ? JSONBUS_OK : -1;
