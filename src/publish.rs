@@ -152,28 +152,17 @@ impl Shared {
                 epoch,
                 ..
             } = &mut *core;
-            let mut matches: Vec<&Arc<Subscription>> = Vec::new();
-            router.for_each_match(topic, |sub| matches.push(sub));
-            let mut targets = matches.clone();
-            fanout::pick_group_members(&mut targets, turn);
-            if let Some(blocked) = targets.iter().find(|s| s.blocks_now()) {
-                return Err((message, fanout::room_to_wait_for(&matches, blocked)));
-            }
-            *seq += 1;
-            let mut message = Some(message);
-            if let Some(m) = message.as_mut() {
-                stamp(m, *seq, epoch);
-            }
-            if targets.is_empty() {
-                *unrouted += 1;
-            }
-            let n = targets.len();
-            for (i, sub) in targets.into_iter().enumerate() {
-                let m = match i + 1 == n {
-                    true => message.take(),
-                    false => message.clone(),
-                };
-                let Some(m) = m else { break };
+            // A first walk looks for groups and for a "block" subscription at its limit; with
+            // no group among the matches (the common case) a second walk queues, and nothing is
+            // allocated.
+            let (mut grouped, mut blocked) = (false, None);
+            router.for_each_match(topic, |sub| {
+                grouped |= sub.options.group.is_some();
+                if blocked.is_none() && sub.blocks_now() {
+                    blocked = Some(sub);
+                }
+            });
+            let mut offer = |sub: &Arc<Subscription>, m: Arc<Message>| {
                 let (schedule, dropped) = match sub.offer(m) {
                     Offered::Queued(schedule) => (schedule, false),
                     Offered::Replaced(schedule, oldest) => (schedule, oldest.is_some()),
@@ -192,6 +181,51 @@ impl Shared {
                 }
                 if schedule {
                     self.schedule(sub.clone());
+                }
+            };
+            if !grouped {
+                if let Some(b) = blocked {
+                    return Err((message, vec![b.clone()]));
+                }
+                *seq += 1;
+                let mut message = message;
+                stamp(&mut message, *seq, epoch);
+                // The last match takes the message itself; earlier ones take clones.
+                let mut last: Option<&Arc<Subscription>> = None;
+                router.for_each_match(topic, |sub| {
+                    if let Some(prev) = last.replace(sub) {
+                        offer(prev, message.clone());
+                    }
+                });
+                match last {
+                    Some(sub) => offer(sub, message),
+                    None => *unrouted += 1,
+                }
+            } else {
+                let mut matches: Vec<&Arc<Subscription>> = Vec::new();
+                router.for_each_match(topic, |sub| matches.push(sub));
+                let mut targets = matches.clone();
+                fanout::pick_group_members(&mut targets, turn);
+                if let Some(blocked) = targets.iter().find(|s| s.blocks_now()) {
+                    return Err((message, fanout::room_to_wait_for(&matches, blocked)));
+                }
+                *seq += 1;
+                let mut message = Some(message);
+                if let Some(m) = message.as_mut() {
+                    stamp(m, *seq, epoch);
+                }
+                if targets.is_empty() {
+                    *unrouted += 1;
+                }
+                let n = targets.len();
+                for (i, sub) in targets.into_iter().enumerate() {
+                    let m = match i + 1 == n {
+                        true => message.take(),
+                        false => message.clone(),
+                    };
+                    if let Some(m) = m {
+                        offer(sub, m);
+                    }
                 }
             }
             *seq
