@@ -66,3 +66,32 @@ impl Thread {
         let _ = self.handle.join();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+
+    #[test]
+    fn runs_the_body_and_join_waits_for_it() {
+        let done = Arc::new(AtomicUsize::new(0));
+        let d = done.clone();
+        let t = spawn(
+            "jsonbus-test",
+            Box::new(move || {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                d.fetch_add(1, SeqCst);
+            }),
+        )
+        .unwrap();
+        t.join();
+        assert_eq!(done.load(SeqCst), 1);
+    }
+
+    #[test]
+    fn a_panic_ends_the_thread_only() {
+        let t = spawn("jsonbus-panic", Box::new(|| panic!("in a started thread"))).unwrap();
+        t.join();
+    }
+}
