@@ -124,6 +124,12 @@
 #define JSONBUS_ERR_UNSUPPORTED -14
 
 /**
+ * A request matched no subscription when it was published (counted in the stats'
+ * `no_responders`).
+ */
+#define JSONBUS_ERR_NO_RESPONDERS -15
+
+/**
  * End reason: `jsonbus_unsubscribe` ended the subscription.
  */
 #define JSONBUS_END_UNSUBSCRIBED 1
@@ -192,9 +198,20 @@ typedef struct jsonbus_message {
    */
   uint64_t published_ns;
   /**
-   * Id of the subscription being called.
+   * Id of the subscription being called (0 for the reply a `jsonbus_reply_callback` gets).
    */
   int64_t subscription;
+  /**
+   * For a request: the topic to answer on (`_INBOX.` and unique tokens), NUL-terminated;
+   * NULL for any other message. Answer with `jsonbus_reply`, or copy it and
+   * `jsonbus_publish` on it later from any thread: like the rest of the message it is valid
+   * only during the callback.
+   */
+  const char *reply_to;
+  /**
+   * Length of `reply_to` in bytes, without the NUL; 0 when there is none.
+   */
+  size_t reply_to_len;
 } jsonbus_message;
 
 /**
@@ -221,6 +238,19 @@ typedef struct jsonbus_message {
  * returned `JSONBUS_UNSUBSCRIBE`, or once `jsonbus_close` returned.
  */
 typedef int32_t (*jsonbus_callback)(const struct jsonbus_message *msg, void *user_data);
+
+/**
+ * The callback of `jsonbus_request_async`.
+ *
+ * Called exactly once per request that `jsonbus_request_async` accepted (returned
+ * `JSONBUS_OK`), on one of the bus's dispatcher threads: with `JSONBUS_OK` and the first reply
+ * (`reply->subscription` is 0; `reply` and what it points to are valid only during the call),
+ * or with `JSONBUS_ERR_TIMEOUT` or `JSONBUS_ERR_CLOSED` and `reply` NULL. It may call what a
+ * subscription's callback may call, with the same rules (`jsonbus_request_async` works there,
+ * `jsonbus_request` returns `JSONBUS_ERR_DEADLOCK`); what it publishes is part of the
+ * reply's `jsonbus_flush`. It must not unwind out of the call. Free `user_data` here.
+ */
+typedef void (*jsonbus_reply_callback)(int32_t status, const struct jsonbus_message *reply, void *user_data);
 
 /**
  * A subscription's end notice, for `jsonbus_subscribe_with`.
@@ -343,7 +373,8 @@ void jsonbus_free(struct jsonbus *bus);
  * Subscribes `cb` to the topics `pattern` matches, with `user_data` passed to every call:
  * `jsonbus_subscribe_with(bus, pattern, NULL, cb, NULL, user_data)`.
  * Patterns are topics whose tokens may also be `*` (exactly one token) or, as the last token,
- * `>` (one or more tokens): `orders.*.new`, `orders.>`, `>`.
+ * `>` (one or more tokens): `orders.*.new`, `orders.>`, `>`. A wildcard never matches a first
+ * token `_INBOX`: replies to requests (`_INBOX....`) reach only patterns that name `_INBOX`.
  *
  * Returns the subscription id (> 0; unique in the process and never reused) or a negative
  * `JSONBUS_ERR_*`: NULL, TOPIC, CLOSED. The callback gets every matching message
@@ -411,8 +442,14 @@ int32_t jsonbus_flush(struct jsonbus *bus, int32_t timeout_ms);
  * - `callback_failures`: callbacks that returned a negative value;
  * - `dispatcher_threads`: dispatcher threads the bus runs (0 in the options resolved to the
  *   CPU count);
+ * - `timers`: `jsonbus_publish_after` timers pending;
+ * - `requests`: requests made (`jsonbus_request`, `jsonbus_request_async`);
+ * - `requests_waiting`: requests waiting for their first reply now;
+ * - `no_responders`: requests that matched no subscription;
+ * - `late_replies`: replies that came after their request's first reply, time-out or close
+ *   (discarded; a reply delivered to its request counts in `delivered`);
  * - `rejected`: an object counting refused publishes by reason: `json`, `utf8`, `topic`,
- *   `too_large`, `full`, `closed`.
+ *   `too_large`, `full`, `closed` (requests and timers included).
  */
 char *jsonbus_stats(struct jsonbus *bus);
 
@@ -453,6 +490,78 @@ int64_t register_callback(jsonbus_callback cb, void *user_data);
  * Quick API: `jsonbus_publish(jsonbus_default(), "default", json, strlen(json))`.
  */
 int32_t push_json(const char *json);
+
+/**
+ * Publishes a request on `topic` and waits for its first reply.
+ *
+ * The request is a publish like `jsonbus_publish` (checked and copied before the call
+ * returns, numbered, and delivered to every matching subscription) whose message carries a
+ * fresh `reply_to` topic (`_INBOX.` and unique tokens). A reply is any message published on that
+ * topic: by `jsonbus_reply` in the responder's callback, or by `jsonbus_publish` from any
+ * thread later. The first reply wins; later ones are discarded and counted in the stats'
+ * `late_replies`.
+ *
+ * `timeout_ms`: negative waits without limit; 0 gives up unless the reply came during the call.
+ * `reply` is required; `reply_len` may be NULL.
+ *
+ * Returns `JSONBUS_OK` with a copy of the reply's payload in `*reply` (NUL-terminated; free it
+ * with `jsonbus_string_free`) and its length in `*reply_len`; otherwise `*reply` is NULL and
+ * the status is `JSONBUS_ERR_NO_RESPONDERS` at once when no subscription matched `topic` (counted
+ * in `no_responders`), `JSONBUS_ERR_TIMEOUT`, `JSONBUS_ERR_CLOSED` (the bus closed before a
+ * reply came), `JSONBUS_ERR_DEADLOCK` from a callback or end notice of the same bus (it
+ * would hold a dispatcher thread that the responder may need: use `jsonbus_request_async`
+ * there), or a publish's errors (NULL, TOPIC, TOO_LARGE, UTF8, JSON, FULL).
+ */
+int32_t jsonbus_request(struct jsonbus *bus, const char *topic, const char *json, size_t json_len, int32_t timeout_ms, char **reply, size_t *reply_len);
+
+/**
+ * Publishes a request on `topic`, like `jsonbus_request`, without waiting: `cb` gets the
+ * answer.
+ *
+ * Returns `JSONBUS_OK`, and then `cb` is called exactly once on a dispatcher thread of the
+ * bus - with `JSONBUS_OK` and the first reply, with `JSONBUS_ERR_TIMEOUT` once `timeout_ms`
+ * ran out (negative: no time limit), or with `JSONBUS_ERR_CLOSED` before `jsonbus_close`
+ * (or `jsonbus_free`) returns. Or returns an error and never calls `cb`: NULL (`cb` too),
+ * NO_RESPONDERS, CLOSED, INTERNAL (the bus's timer thread could not start), or a publish's
+ * errors. Works from a callback of the same bus, even with one dispatcher thread.
+ */
+int32_t jsonbus_request_async(struct jsonbus *bus, const char *topic, const char *json, size_t json_len, int32_t timeout_ms, jsonbus_reply_callback cb, void *user_data);
+
+/**
+ * Answers the request `request` (the message a responder's callback got) with `json_len`
+ * bytes of JSON: `jsonbus_publish` on its `reply_to`, with the same checks and errors.
+ * `JSONBUS_ERR_NOT_FOUND` when the message has no `reply_to` (it was not sent as a request).
+ * Call it during the callback, or copy `reply_to` and publish on it later.
+ */
+int32_t jsonbus_reply(struct jsonbus *bus, const struct jsonbus_message *request, const char *json, size_t json_len);
+
+/**
+ * Publishes `json_len` bytes of JSON on `topic` `delay_ms` milliseconds from now (0 or
+ * negative: at once; more than 2^40 is taken as 2^40).
+ *
+ * Checked and copied before it returns, as `jsonbus_publish` (same errors; the buffer may be
+ * reused at once), and held against `queue_capacity` from then on (a full bus blocks, waits
+ * or fails as for a publish). When it is due the bus's timer thread publishes it: it takes
+ * its `seq` then, never before its time, within a few milliseconds of it on an idle machine.
+ * Timers of one bus with the same due time fire in the order they were set. A due message
+ * that a "block" subscription has no room for waits as a publish would, holding up later
+ * timers; if `publish_timeout_ms` runs out it is dropped and counted in `dropped`.
+ * `jsonbus_flush` does not wait for timers not yet due. Close discards pending timers and
+ * counts them in `dropped`. The stats' `timers` counts those pending.
+ *
+ * Returns the timer's id (> 0, unique in the process, for `jsonbus_cancel`), or a negative
+ * status: NULL, TOPIC, TOO_LARGE, UTF8, JSON, FULL, CLOSED, INTERNAL (the timer thread could
+ * not start).
+ */
+int64_t jsonbus_publish_after(struct jsonbus *bus, const char *topic, const char *json, size_t json_len, int64_t delay_ms);
+
+/**
+ * Stops a pending `jsonbus_publish_after` timer: its message is never published and its
+ * capacity is given back. Returns `JSONBUS_OK`, or `JSONBUS_ERR_NOT_FOUND` when it already
+ * fired (its publish has begun), was cancelled, was discarded by a close, or never existed on
+ * this bus. Exactly one of firing and cancelling happens, whatever the timing.
+ */
+int32_t jsonbus_cancel(struct jsonbus *bus, int64_t timer);
 
 /**
  * Subscribes `cb` to the topics `pattern` matches, with its own options and an end notice.

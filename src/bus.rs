@@ -1,18 +1,20 @@
 //! The bus: publish (validate, copy once, number, route, enqueue), subscribe, unsubscribe,
-//! pull, flush, close and stats, and the one end path every subscription goes through. Safe
-//! Rust; the C layer in `ffi` is a thin wrapper over it.
+//! pull, requests and timers, flush, close and stats, and the one end path every subscription
+//! goes through. Safe Rust; the C layer in `ffi` is a thin wrapper over it.
 
 use crate::capacity::Tracker;
 use crate::dispatch::{self, Job, RunQueue};
 use crate::flush::Epoch;
 use crate::message::Spares;
 use crate::options::{Options, SubscribeOptions};
+use crate::request::Requests;
 use crate::router::Router;
 use crate::stats::{Stats, REJECT_REASONS};
 use crate::status::{Error, Status};
 use crate::subscription::end::EndReason;
 use crate::subscription::{Callback, Consumer, NotNext, Pulled, Subscription, SubscriptionStats};
 use crate::sys::thread::{self, Thread};
+use crate::timer::{Due, Timers};
 use crate::topic::{self, Kind};
 use std::collections::HashMap;
 use std::sync::atomic::{
@@ -28,7 +30,7 @@ static NEXT_BUS: AtomicU64 = AtomicU64::new(1);
 /// A message bus. Cloning gives another handle to the same bus.
 #[derive(Clone)]
 pub struct Bus {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// The state a bus's handles and dispatcher threads share.
@@ -54,6 +56,9 @@ pub struct Shared {
     outstanding: Arc<AtomicUsize>,
     /// Allocations of delivered messages, for the next publishes to reuse.
     pub(crate) spares: Arc<Spares>,
+    /// Requests waiting for their first reply.
+    pub(crate) requests: Requests,
+    pub(crate) timers: Timers,
     counts: Counts,
 }
 
@@ -129,8 +134,9 @@ impl Bus {
     pub fn new(options: Options) -> Result<Bus, Error> {
         let threads = options.resolved_threads();
         let tracker = Arc::new(Tracker::new(options.queue_capacity));
+        let id = NEXT_BUS.fetch_add(1, Relaxed);
         let shared = Arc::new(Shared {
-            id: NEXT_BUS.fetch_add(1, Relaxed),
+            id,
             threads,
             core: Mutex::new(Core {
                 closed: false,
@@ -152,6 +158,8 @@ impl Bus {
             known: Mutex::new(HashMap::new()),
             outstanding: Arc::default(),
             spares: Arc::new(Spares::new()),
+            requests: Requests::new(id),
+            timers: Timers::default(),
             counts: Counts::default(),
         });
         for i in 0..threads {
@@ -455,6 +463,18 @@ impl Bus {
                 .collect()
         };
         s.tracker.close();
+        // Pending timers are discarded (counted as dropped), waiting requests answered CLOSED:
+        // nothing can publish any more, so no reply could come.
+        for due in s.timers.close() {
+            if let Due::Publish(message) = due {
+                drop(message);
+                s.tracker.release();
+                s.count(Outcome::Dropped);
+            }
+        }
+        for waiter in s.requests.close() {
+            s.answer(waiter, Err(Status::Closed));
+        }
         for (sub, ended_now) in pulls {
             if ended_now {
                 s.after_end(&sub);
@@ -500,7 +520,7 @@ impl Bus {
             s.complete_end(&sub, true);
         }
         // Ends scheduled for dispatchers that are gone were completed just above.
-        s.run_queue.clear();
+        s.run_unrun_calls();
         s.finished.store(true, SeqCst);
         let unreleased = s.tracker.held();
         match s.counts.discarded_by_close.load(SeqCst) {
@@ -541,9 +561,15 @@ impl Bus {
         for (i, (name, _)) in REJECT_REASONS.iter().enumerate() {
             rejected[i] = (name, c.rejected[i].load(Relaxed));
         }
+        let (requests, requests_waiting, no_responders, late_replies) = s.requests.counts();
         Stats {
             published,
             delivered: c.delivered.load(Relaxed),
+            timers: s.timers.pending_publishes() as u64,
+            requests,
+            requests_waiting,
+            no_responders,
+            late_replies,
             unrouted,
             dropped: c.dropped.load(Relaxed),
             queued: s.tracker.held() as u64,
@@ -672,7 +698,22 @@ impl Shared {
         for handle in handles {
             handle.join();
         }
+        self.timers.close();
+        self.timers.join();
         // Runs scheduled after the stops found no thread; their queues were emptied.
-        self.run_queue.clear();
+        self.run_unrun_calls();
+    }
+
+    /// Empties the run queue once no dispatcher is left, calling here (marked as inside a
+    /// callback of this bus) any reply callback that a reply scheduled too late for them.
+    fn run_unrun_calls(&self) {
+        for f in self.run_queue.clear() {
+            let mut f = Some(f);
+            dispatch::as_callback(self.id, 0, &mut || {
+                if let Some(f) = f.take() {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+                }
+            });
+        }
     }
 }

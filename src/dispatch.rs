@@ -28,6 +28,8 @@ pub enum Job {
     /// The same, for a subscription kept scheduled although its queue has been empty since
     /// then (see `run`).
     Idle(Arc<Subscription>, Instant),
+    /// Call a request's reply callback, inheriting the flush epoch of its reply (if any).
+    Call(Option<Arc<Epoch>>, Box<dyn FnOnce() + Send>),
     /// Exit the dispatcher thread (sent by close, once per thread).
     Stop,
 }
@@ -69,11 +71,17 @@ impl RunQueue {
         self.len.load(SeqCst) == 0
     }
 
-    /// Drops every queued job (once no thread is left to run them).
-    pub fn clear(&self) {
+    /// Drops every queued job (once no thread is left to run them), and returns the reply
+    /// callbacks among them, which must still be called.
+    pub fn clear(&self) -> Vec<Box<dyn FnOnce() + Send>> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        jobs.clear();
         self.len.store(0, SeqCst);
+        jobs.drain(..)
+            .filter_map(|job| match job {
+                Job::Call(_, f) => Some(f),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The next job, waiting for one.
@@ -145,6 +153,12 @@ pub fn worker(shared: Arc<Shared>) {
         spun = match jobs.pop() {
             Job::Run(sub) => run(&shared, &sub, None, &mut batch, &mut poll),
             Job::Idle(sub, since) => run(&shared, &sub, Some(since), &mut batch, &mut poll),
+            Job::Call(epoch, f) => {
+                PARENT.with(|p| *p.borrow_mut() = epoch);
+                let _ = catch_unwind(AssertUnwindSafe(f));
+                PARENT.with(|p| p.borrow_mut().take());
+                false
+            }
             Job::Stop => break,
         };
     }

@@ -113,14 +113,14 @@ mod tests {
     #[test]
     fn a_full_member_is_passed_over() {
         let subs = [sub(1, Some("g"), 1), sub(2, Some("g"), 1)];
-        subs[0].push(Arc::new(Message::new("a", b"1")));
+        subs[0].push(Arc::new(Message::new("a", b"1", "")));
         let mut turn = 0;
         for _ in 0..4 {
             let mut m: Vec<&Arc<Subscription>> = subs.iter().collect();
             pick_group_members(&mut m, &mut turn);
             assert_eq!(ids(&m), [2]);
         }
-        subs[1].push(Arc::new(Message::new("a", b"1")));
+        subs[1].push(Arc::new(Message::new("a", b"1", "")));
         let mut m: Vec<&Arc<Subscription>> = subs.iter().collect();
         pick_group_members(&mut m, &mut turn);
         assert_eq!(ids(&m), [1], "all full: the member picked longest ago");

@@ -12,11 +12,13 @@ pub mod flush;
 pub mod message;
 pub mod options;
 mod publish;
+pub mod request;
 pub mod router;
 pub mod stats;
 pub mod status;
 pub mod subscription;
 pub mod sys;
+pub mod timer;
 pub mod topic;
 pub mod validate;
 

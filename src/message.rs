@@ -11,6 +11,8 @@ use std::sync::Arc;
 pub struct Message {
     data: Packed,
     json_len: usize,
+    /// Length of the reply topic stored after the topic (0: none).
+    reply_len: usize,
     pub seq: u64,
     pub published_ns: u64,
     /// `None` only in a spare (see `Spares`), which holds no capacity.
@@ -20,7 +22,8 @@ pub struct Message {
 /// Bytes a message keeps inside itself; longer ones go to a second allocation.
 const INLINE: usize = 224;
 
-/// The payload, a NUL, the topic, a NUL: ready for C. Small messages are stored inline, so
+/// The payload, a NUL, the topic, a NUL (and for a request its reply topic and a NUL): ready
+/// for C. Small messages are stored inline, so
 /// that the message and its bytes are one allocation.
 #[allow(clippy::large_enum_variant)] // inline on purpose: it lives inside the message's Arc
 #[derive(Clone)]
@@ -37,15 +40,24 @@ impl Packed {
         }
     }
 
-    /// Copies `topic` and `json` into one buffer, reusing this one's inline bytes if they fit.
-    fn fill(&mut self, topic: &str, json: &[u8]) {
-        let len = json.len() + topic.len() + 2;
+    /// Copies `topic`, `json` and `reply` into one buffer, reusing this one's inline bytes if
+    /// they fit.
+    fn fill(&mut self, topic: &str, json: &[u8], reply: &str) {
+        let reply_part = match reply.len() {
+            0 => 0,
+            n => n + 1,
+        };
+        let len = json.len() + topic.len() + 2 + reply_part;
         if len > INLINE {
             let mut data = Vec::with_capacity(len);
             data.extend_from_slice(json);
             data.push(0);
             data.extend_from_slice(topic.as_bytes());
             data.push(0);
+            if reply_part > 0 {
+                data.extend_from_slice(reply.as_bytes());
+                data.push(0);
+            }
             *self = Packed::Heap(data.into_boxed_slice());
             return;
         }
@@ -53,10 +65,16 @@ impl Packed {
             *self = Packed::Inline(0, [0; INLINE]);
         }
         if let Packed::Inline(n, bytes) = self {
+            let t = json.len() + 1;
             bytes[..json.len()].copy_from_slice(json);
             bytes[json.len()] = 0;
-            bytes[json.len() + 1..len - 1].copy_from_slice(topic.as_bytes());
-            bytes[len - 1] = 0;
+            bytes[t..t + topic.len()].copy_from_slice(topic.as_bytes());
+            bytes[t + topic.len()] = 0;
+            if reply_part > 0 {
+                let r = t + topic.len() + 1;
+                bytes[r..r + reply.len()].copy_from_slice(reply.as_bytes());
+                bytes[len - 1] = 0;
+            }
             *n = len;
         }
     }
@@ -65,12 +83,13 @@ impl Packed {
 impl Message {
     /// A message holding a copy of `topic` and `json`, not yet accepted (no `seq`, no epoch,
     /// no capacity). `stamp` accepts it.
-    pub(crate) fn new(topic: &str, json: &[u8]) -> Message {
+    pub(crate) fn new(topic: &str, json: &[u8], reply: &str) -> Message {
         let mut data = Packed::Inline(0, [0; INLINE]);
-        data.fill(topic, json);
+        data.fill(topic, json, reply);
         Message {
             data,
             json_len: json.len(),
+            reply_len: reply.len(),
             seq: 0,
             published_ns: 0,
             epoch: None,
@@ -90,6 +109,7 @@ impl Message {
             let copy = Message {
                 data: message.data.clone(),
                 json_len: message.json_len,
+                reply_len: message.reply_len,
                 seq: 0,
                 published_ns: 0,
                 epoch: None,
@@ -116,17 +136,43 @@ impl Message {
         self.epoch.as_ref()
     }
 
-    /// Where the payload and the topic are, for the C view: (json, json_len, topic,
-    /// topic_len), each NUL-terminated, in one look at the storage.
-    pub fn c_parts(&self) -> (*const u8, usize, *const u8, usize) {
+    /// Where the payload, the topic and the reply topic are, for the C view: (json, json_len,
+    /// topic, topic_len, reply_to, reply_to_len), each NUL-terminated, in one look at the
+    /// storage; reply_to is NULL and its length 0 when there is none.
+    #[allow(clippy::type_complexity)]
+    pub fn c_parts(&self) -> (*const u8, usize, *const u8, usize, *const u8, usize) {
         let bytes = self.data.bytes();
-        let topic_len = bytes.len() - self.json_len - 2;
+        let reply_part = self.reply_part();
+        let topic_len = bytes.len() - self.json_len - 2 - reply_part;
+        let reply = match reply_part {
+            0 => std::ptr::null(),
+            _ => bytes[bytes.len() - reply_part..].as_ptr(),
+        };
         (
             bytes.as_ptr(),
             self.json_len,
             bytes[self.json_len + 1..].as_ptr(),
             topic_len,
+            reply,
+            self.reply_len,
         )
+    }
+
+    /// Bytes the reply topic and its NUL take at the end of the storage.
+    fn reply_part(&self) -> usize {
+        match self.reply_len {
+            0 => 0,
+            n => n + 1,
+        }
+    }
+
+    /// The topic to answer on, for a request.
+    pub fn reply_to(&self) -> Option<&str> {
+        let bytes = self.data.bytes();
+        match self.reply_part() {
+            0 => None,
+            n => std::str::from_utf8(&bytes[bytes.len() - n..bytes.len() - 1]).ok(),
+        }
     }
 
     /// The payload, exactly as published.
@@ -148,7 +194,8 @@ impl Message {
 
     /// The topic followed by a NUL.
     pub fn topic_with_nul(&self) -> &[u8] {
-        &self.data.bytes()[self.json_len + 1..]
+        let bytes = self.data.bytes();
+        &bytes[self.json_len + 1..bytes.len() - self.reply_part()]
     }
 }
 
@@ -188,16 +235,18 @@ impl Spares {
         Spares { sender, receiver }
     }
 
-    /// A message holding a copy of `topic` and `json`, in a spare allocation if there is one.
-    pub fn message(&self, topic: &str, json: &[u8]) -> Arc<Message> {
+    /// A message holding a copy of `topic`, `json` and the reply topic `reply` ("" for none),
+    /// in a spare allocation if there is one.
+    pub fn message(&self, topic: &str, json: &[u8], reply: &str) -> Arc<Message> {
         if let Ok(mut spare) = self.receiver.try_recv() {
             if let Some(m) = Arc::get_mut(&mut spare) {
-                m.data.fill(topic, json);
+                m.data.fill(topic, json, reply);
                 m.json_len = json.len();
+                m.reply_len = reply.len();
                 return spare;
             }
         }
-        Arc::new(Message::new(topic, json))
+        Arc::new(Message::new(topic, json, reply))
     }
 
     /// Drops a reference to `message`; if it was the last one, keeps the allocation.
@@ -232,7 +281,7 @@ mod tests {
         let t = Arc::new(Tracker::new(2));
         let e = Epoch::first(t.clone());
         assert!(t.try_reserve());
-        let mut m = Arc::new(Message::new("a.b", b"[1]"));
+        let mut m = Arc::new(Message::new("a.b", b"[1]", ""));
         Message::stamp(&mut m, 1, 0, e.clone());
         assert_eq!(m.json(), b"[1]");
         assert_eq!(m.json_with_nul(), b"[1]\0");
@@ -240,9 +289,16 @@ mod tests {
         assert_eq!(m.topic_with_nul(), b"a.b\0");
         assert!(t.try_reserve());
         let big = vec![b' '; 1000];
-        let mut heap = Arc::new(Message::new("t", &big));
+        let mut heap = Arc::new(Message::new("t", &big, "_INBOX.x.1"));
         Message::stamp(&mut heap, 2, 0, e);
         assert_eq!((heap.json(), heap.topic()), (&big[..], "t"));
+        assert_eq!((m.reply_to(), heap.reply_to()), (None, Some("_INBOX.x.1")));
+        let (json, json_len, topic, topic_len, reply, reply_len) = heap.c_parts();
+        assert_eq!((json_len, topic_len, reply_len), (1000, 1, 10));
+        assert_eq!(topic as usize, json as usize + 1001);
+        assert_eq!(reply as usize, topic as usize + 2);
+        assert_eq!(heap.topic_with_nul(), b"t\0");
+        assert!(m.c_parts().4.is_null());
         assert!(!t.try_reserve());
         drop(m);
         drop(heap);
@@ -255,7 +311,7 @@ mod tests {
         let e = Epoch::first(t.clone());
         let spares = Spares::new();
         assert!(t.try_reserve());
-        let mut m = spares.message("a", b"[1,2,3]");
+        let mut m = spares.message("a", b"[1,2,3]", "_INBOX.a.1");
         Message::stamp(&mut m, 1, 0, e.clone());
         let first = Arc::as_ptr(&m);
         let shared = m.clone();
@@ -264,14 +320,15 @@ mod tests {
         spares.recycle(shared);
         assert_eq!(t.held(), 0, "the last reference retires it");
         assert_eq!(Arc::strong_count(&e), 1, "and lets go of its epoch");
-        let again = spares.message("bb", b"7");
+        let again = spares.message("bb", b"7", "");
         assert_eq!(Arc::as_ptr(&again), first, "the allocation is reused");
         assert_eq!((again.json_with_nul(), again.topic()), (&b"7\0"[..], "bb"));
+        assert_eq!(again.reply_to(), None, "a refill forgets the reply topic");
         assert!(again.epoch().is_none());
         drop(again);
         assert_eq!(t.held(), 0, "a spare holds no capacity");
         let big = vec![b' '; 1000];
-        let mut heap = spares.message("t", &big);
+        let mut heap = spares.message("t", &big, "");
         assert!(t.try_reserve());
         Message::stamp(&mut heap, 2, 0, e);
         spares.recycle(heap);

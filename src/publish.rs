@@ -1,68 +1,121 @@
 //! The publish path: validate and copy on the caller's thread, take capacity, then under the
 //! bus lock number the message and queue it for every matching subscription - looking at queue
-//! limits, policies and groups only when some live subscription has one.
+//! limits, policies and groups only when some live subscription has one - or hand it to the
+//! request it answers.
 
 use crate::bus::{closed_error, deadline, Core, Shared};
 use crate::capacity::Room;
 use crate::flush::Epoch;
 use crate::message::Message;
+use crate::request::{Claim, Waiter};
 use crate::status::{Error, Status};
 use crate::subscription::end::EndReason;
 use crate::subscription::{Offered, Subscription};
 use crate::topic::{self, Kind};
 use crate::{clock, dispatch, fanout, validate};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a publish may wait for room, decided on the thread that publishes.
+pub(crate) struct Wait {
+    in_callback: bool,
+    /// As `publish_timeout_ms`; 0 from a callback of the bus.
+    timeout_ms: i32,
+    until: Option<Instant>,
+    /// The flush epoch of the message whose callback publishes.
+    parent: Option<Arc<Epoch>>,
+}
+
+impl Wait {
+    /// For a publish made now on this thread.
+    pub(crate) fn here(shared: &Shared) -> Wait {
+        let in_callback = dispatch::in_callback_of(shared.id);
+        let timeout_ms = match in_callback {
+            true => 0,
+            false => shared.options.publish_timeout_ms,
+        };
+        Wait {
+            in_callback,
+            timeout_ms,
+            until: match timeout_ms {
+                ms if ms > 0 => deadline(Some(Duration::from_millis(ms as u64))),
+                _ => None,
+            },
+            parent: match in_callback {
+                true => dispatch::parent_epoch(shared.id),
+                false => None,
+            },
+        }
+    }
+
+    fn full(&self, why: String) -> Error {
+        let how = if self.in_callback {
+            "; a callback publishing into its own bus never waits for room"
+        } else if self.timeout_ms > 0 {
+            " and publish_timeout_ms ran out"
+        } else {
+            ""
+        };
+        Error::new(Status::Full, format!("{why}{how}"))
+    }
+}
+
+/// What a publish did with an accepted message.
+pub(crate) struct Published {
+    pub seq: u64,
+    /// Whether anything took it: a subscription, or the request it answers.
+    pub routed: bool,
+}
 
 impl Shared {
     pub(crate) fn publish(&self, topic: &str, json: &[u8]) -> Result<u64, Error> {
+        let wait = Wait::here(self);
+        let message = self.prepare(topic, json, "", &wait)?;
+        self.accept(topic, message, &wait).map(|p| p.seq)
+    }
+
+    /// Validates and copies a message (with `reply`, its reply topic, or "") and takes its unit
+    /// of capacity, waiting for room as `wait` says.
+    pub(crate) fn prepare(
+        &self,
+        topic: &str,
+        json: &[u8],
+        reply: &str,
+        wait: &Wait,
+    ) -> Result<Arc<Message>, Error> {
         if self.tracker.is_closed() {
             return Err(closed_error("cannot publish"));
         }
         topic::check(topic, Kind::Topic)?;
         validate::check_payload(json, self.options.max_message_bytes, self.options.max_depth)?;
-        let mut message = self.spares.message(topic, json);
-        let in_callback = dispatch::in_callback_of(self.id);
-        let timeout_ms = if in_callback {
-            0
-        } else {
-            self.options.publish_timeout_ms
-        };
-        let until = match timeout_ms {
-            ms if ms > 0 => deadline(Some(Duration::from_millis(ms as u64))),
-            _ => None,
-        };
-        let room = match timeout_ms {
+        let message = self.spares.message(topic, json, reply);
+        let room = match wait.timeout_ms {
             0 if self.tracker.try_reserve() => Room::Taken,
             0 => Room::Full,
-            _ => self.tracker.reserve(until),
-        };
-        let full = |why: String| {
-            let how = if in_callback {
-                "; a callback publishing into its own bus never waits for room"
-            } else if timeout_ms > 0 {
-                " and publish_timeout_ms ran out"
-            } else {
-                ""
-            };
-            Err(Error::new(Status::Full, format!("{why}{how}")))
+            _ => self.tracker.reserve(wait.until),
         };
         match room {
-            Room::Taken => {}
-            Room::Full => {
-                return full(format!(
-                    "the bus is full ({} messages held, queue_capacity {})",
-                    self.tracker.held(),
-                    self.options.queue_capacity
-                ))
-            }
-            Room::Closed => return Err(closed_error("cannot publish")),
+            Room::Taken => Ok(message),
+            Room::Full => Err(wait.full(format!(
+                "the bus is full ({} messages held, queue_capacity {})",
+                self.tracker.held(),
+                self.options.queue_capacity
+            ))),
+            Room::Closed => Err(closed_error("cannot publish")),
         }
-        let parent = if in_callback {
-            dispatch::parent_epoch(self.id)
-        } else {
-            None
-        };
+    }
+
+    /// Numbers a prepared message on `topic` (its own) and queues it for every matching
+    /// subscription, or hands it to the request it answers, waiting for a "block"
+    /// subscription's room as `wait` says. On failure its capacity is given back.
+    pub(crate) fn accept(
+        &self,
+        topic: &str,
+        mut message: Arc<Message>,
+        wait: &Wait,
+    ) -> Result<Published, Error> {
+        let parent = &wait.parent;
+        let reply = topic.starts_with(crate::request::INBOX);
         let mut published_ns = clock::now_ns();
         loop {
             let mut core = self.core();
@@ -74,32 +127,53 @@ impl Shared {
             if core.special == 0 {
                 core.seq += 1;
                 let seq = core.seq;
-                let epoch = parent.unwrap_or_else(|| core.epoch.clone());
+                let epoch = parent.clone().unwrap_or_else(|| core.epoch.clone());
                 Message::stamp(&mut message, seq, published_ns, epoch);
-                // The last match takes the message itself; earlier ones take clones.
-                let core = &mut *core;
-                let mut last: Option<&Arc<Subscription>> = None;
-                core.router.for_each_match(topic, |sub| {
-                    if let Some(prev) = last.replace(sub) {
-                        self.enqueue(prev, message.clone());
+                let answered = match reply {
+                    true => self.claim(topic, &message),
+                    false => None,
+                };
+                let routed = {
+                    // The last match takes the message itself; earlier ones take clones.
+                    let core = &mut *core;
+                    let mut last: Option<&Arc<Subscription>> = None;
+                    core.router.for_each_match(topic, |sub| {
+                        if let Some(prev) = last.replace(sub) {
+                            self.enqueue(prev, message.clone());
+                        }
+                    });
+                    let routed = last.is_some() || answered.is_some();
+                    match last {
+                        Some(sub) => self.enqueue(sub, message),
+                        None if !routed => core.unrouted += 1,
+                        None => {}
                     }
-                });
-                match last {
-                    Some(sub) => self.enqueue(sub, message),
-                    None => core.unrouted += 1,
+                    routed
+                };
+                drop(core);
+                if let Some((waiter, m)) = answered {
+                    self.answer(waiter, Ok(m));
                 }
-                return Ok(seq);
+                return Ok(Published { seq, routed });
             }
+            let mut answered = None;
             let blocked = match self.route_limited(&mut core, topic, message, |m, seq, current| {
                 let epoch = parent.clone().unwrap_or_else(|| current.clone());
                 Message::stamp(m, seq, published_ns, epoch);
+                if reply {
+                    answered = self.claim(topic, m);
+                }
+                answered.is_some()
             }) {
-                Ok((seq, slow)) => {
+                Ok((seq, routed, slow)) => {
                     drop(core);
                     for sub in &slow {
                         self.after_end(sub);
                     }
-                    return Ok(seq);
+                    if let Some((waiter, m)) = answered {
+                        self.answer(waiter, Ok(m));
+                    }
+                    return Ok(Published { seq, routed });
                 }
                 Err((m, blocked)) => {
                     message = m;
@@ -107,8 +181,8 @@ impl Shared {
                 }
             };
             drop(core);
-            let waited = timeout_ms != 0
-                && self.tracker.wait_until(until, || {
+            let waited = wait.timeout_ms != 0
+                && self.tracker.wait_until(wait.until, || {
                     blocked.iter().any(|s| s.has_room() || s.is_ended()) || self.tracker.is_closed()
                 });
             if !waited {
@@ -121,9 +195,18 @@ impl Shared {
                         b.id, b.pattern, b.options.queue_limit
                     ),
                 };
-                return full(format!("{whose} and its on_full is \"block\""));
+                return Err(wait.full(format!("{whose} and its on_full is \"block\"")));
             }
             published_ns = clock::now_ns();
+        }
+    }
+
+    /// Under the bus lock, for a message on an `_INBOX` topic: the request of this bus it is
+    /// the first reply to, if any, with the message for it. A later reply is counted.
+    fn claim(&self, topic: &str, message: &Arc<Message>) -> Option<(Waiter, Arc<Message>)> {
+        match self.requests.claim(topic) {
+            Claim::Ours(waiter) => Some((waiter, message.clone())),
+            Claim::Late | Claim::NotOurs => None,
         }
     }
 
@@ -140,10 +223,10 @@ impl Shared {
         core: &mut Core,
         topic: &str,
         message: Arc<Message>,
-        stamp: impl FnOnce(&mut Arc<Message>, u64, &Arc<Epoch>),
-    ) -> Result<(u64, Vec<Arc<Subscription>>), (Arc<Message>, Vec<Arc<Subscription>>)> {
+        stamp: impl FnOnce(&mut Arc<Message>, u64, &Arc<Epoch>) -> bool,
+    ) -> Result<(u64, bool, Vec<Arc<Subscription>>), (Arc<Message>, Vec<Arc<Subscription>>)> {
         let mut slow = Vec::new();
-        let seq = {
+        let (seq, routed) = {
             let Core {
                 router,
                 turn,
@@ -189,7 +272,7 @@ impl Shared {
                 }
                 *seq += 1;
                 let mut message = message;
-                stamp(&mut message, *seq, epoch);
+                let answered = stamp(&mut message, *seq, epoch);
                 // The last match takes the message itself; earlier ones take clones.
                 let mut last: Option<&Arc<Subscription>> = None;
                 router.for_each_match(topic, |sub| {
@@ -197,10 +280,13 @@ impl Shared {
                         offer(prev, message.clone());
                     }
                 });
+                let routed = last.is_some() || answered;
                 match last {
                     Some(sub) => offer(sub, message),
-                    None => *unrouted += 1,
+                    None if !routed => *unrouted += 1,
+                    None => {}
                 }
+                (*seq, routed)
             } else {
                 let mut matches: Vec<&Arc<Subscription>> = Vec::new();
                 router.for_each_match(topic, |sub| matches.push(sub));
@@ -211,10 +297,12 @@ impl Shared {
                 }
                 *seq += 1;
                 let mut message = Some(message);
-                if let Some(m) = message.as_mut() {
-                    stamp(m, *seq, epoch);
-                }
-                if targets.is_empty() {
+                let answered = match message.as_mut() {
+                    Some(m) => stamp(m, *seq, epoch),
+                    None => false,
+                };
+                let routed = !targets.is_empty() || answered;
+                if !routed {
                     *unrouted += 1;
                 }
                 let n = targets.len();
@@ -227,13 +315,13 @@ impl Shared {
                         offer(sub, m);
                     }
                 }
+                (*seq, routed)
             }
-            *seq
         };
         for sub in &slow {
             core.unroute(sub);
         }
-        Ok((seq, slow))
+        Ok((seq, routed, slow))
     }
 
     fn enqueue(&self, sub: &Arc<Subscription>, message: Arc<Message>) {

@@ -90,9 +90,19 @@ impl<T> Router<T> {
         found
     }
 
-    /// Calls `visit` once for every entry whose pattern matches the checked `topic`.
+    /// Calls `visit` once for every entry whose pattern matches the checked `topic`. A
+    /// wildcard never matches a first token `_INBOX` (reply topics): only patterns that name it
+    /// see replies.
     pub fn for_each_match<'a>(&'a self, topic: &str, mut visit: impl FnMut(&'a T)) {
-        walk(&self.root, Some(topic), &mut visit);
+        let t = topic.as_bytes();
+        let inbox = t.starts_with(b"_INBOX") && t.get(6).map_or(true, |b| *b == b'.');
+        if !inbox {
+            return walk(&self.root, Some(topic), &mut visit);
+        }
+        let (first, rest) = topic.split_once('.').unwrap_or((topic, ""));
+        if let Some(child) = self.root.children.get(first) {
+            walk(child, (!rest.is_empty()).then_some(rest), &mut visit);
+        }
     }
 
     /// Every entry, in no particular order.
@@ -254,5 +264,31 @@ mod tests {
         all.sort();
         assert_eq!(all, vec![0, 1, 3, 4]);
         assert!(r.is_empty() && matched(&r, "a.b").is_empty());
+    }
+
+    #[test]
+    fn wildcards_never_match_a_first_token_inbox() {
+        let mut r = Router::default();
+        let patterns = [
+            ">",
+            "*",
+            "*.>",
+            "*.a.1",
+            "_INBOX.>",
+            "_INBOX.a.*",
+            "_INBOX",
+            "_INBOXES.>",
+        ];
+        for (i, p) in patterns.iter().enumerate() {
+            r.insert(p, i as i64, i as i64);
+        }
+        assert_eq!(matched(&r, "_INBOX.a.1"), vec![4, 5]);
+        assert_eq!(matched(&r, "_INBOX"), vec![6]);
+        assert_eq!(
+            matched(&r, "_INBOXES.a"),
+            vec![0, 2, 7],
+            "only the token _INBOX is special"
+        );
+        assert_eq!(matched(&r, "x._INBOX"), vec![0, 2]);
     }
 }

@@ -24,6 +24,16 @@ pub struct Stats {
     pub subscriptions: u64,
     pub callback_failures: u64,
     pub dispatcher_threads: u64,
+    /// `publish_after` timers pending.
+    pub timers: u64,
+    /// Requests made (`request` and `request_async`).
+    pub requests: u64,
+    /// Requests waiting for their first reply now.
+    pub requests_waiting: u64,
+    /// Requests that matched no subscription.
+    pub no_responders: u64,
+    /// Replies that came after their request's first reply, time-out or end.
+    pub late_replies: u64,
     /// Refused publishes by reason: json, utf8, topic, too_large, full, closed.
     pub rejected: [(&'static str, u64); 6],
 }
@@ -50,7 +60,7 @@ impl Stats {
             .map(|(k, v)| format!("\"{k}\":{v}"))
             .collect();
         format!(
-            "{{\"published\":{},\"delivered\":{},\"unrouted\":{},\"dropped\":{},\"queued\":{},\"subscriptions\":{},\"callback_failures\":{},\"dispatcher_threads\":{},\"rejected\":{{{}}}}}",
+            "{{\"published\":{},\"delivered\":{},\"unrouted\":{},\"dropped\":{},\"queued\":{},\"subscriptions\":{},\"callback_failures\":{},\"dispatcher_threads\":{},\"timers\":{},\"requests\":{},\"requests_waiting\":{},\"no_responders\":{},\"late_replies\":{},\"rejected\":{{{}}}}}",
             self.published,
             self.delivered,
             self.unrouted,
@@ -59,6 +69,11 @@ impl Stats {
             self.subscriptions,
             self.callback_failures,
             self.dispatcher_threads,
+            self.timers,
+            self.requests,
+            self.requests_waiting,
+            self.no_responders,
+            self.late_replies,
             rejected.join(",")
         )
     }

@@ -20,6 +20,7 @@ pub enum Status {
     Internal,
     Ended,
     Unsupported,
+    NoResponders,
 }
 
 /// Success.
@@ -29,7 +30,7 @@ pub const UNSUBSCRIBE: i32 = 1;
 
 impl Status {
     /// Every kind, in code order.
-    pub const ALL: [Status; 14] = [
+    pub const ALL: [Status; 15] = [
         Status::Null,
         Status::Utf8,
         Status::Json,
@@ -44,6 +45,7 @@ impl Status {
         Status::Internal,
         Status::Ended,
         Status::Unsupported,
+        Status::NoResponders,
     ];
 
     /// The negative code C sees.
@@ -63,6 +65,7 @@ impl Status {
             Status::Internal => -12,
             Status::Ended => -13,
             Status::Unsupported => -14,
+            Status::NoResponders => -15,
         }
     }
 
@@ -83,6 +86,7 @@ impl Status {
             Status::Internal => c"JSONBUS_ERR_INTERNAL",
             Status::Ended => c"JSONBUS_ERR_ENDED",
             Status::Unsupported => c"JSONBUS_ERR_UNSUPPORTED",
+            Status::NoResponders => c"JSONBUS_ERR_NO_RESPONDERS",
         }
     }
 }

@@ -74,6 +74,7 @@ fn names_version_and_add() {
         (JSONBUS_ERR_INTERNAL, "JSONBUS_ERR_INTERNAL"),
         (JSONBUS_ERR_ENDED, "JSONBUS_ERR_ENDED"),
         (JSONBUS_ERR_UNSUPPORTED, "JSONBUS_ERR_UNSUPPORTED"),
+        (JSONBUS_ERR_NO_RESPONDERS, "JSONBUS_ERR_NO_RESPONDERS"),
     ];
     for (code, name) in codes {
         assert_eq!(s(jsonbus_status_name(code)), name);

@@ -152,7 +152,8 @@ pub extern "C" fn jsonbus_free(bus: *mut jsonbus) {
 /// Subscribes `cb` to the topics `pattern` matches, with `user_data` passed to every call:
 /// `jsonbus_subscribe_with(bus, pattern, NULL, cb, NULL, user_data)`.
 /// Patterns are topics whose tokens may also be `*` (exactly one token) or, as the last token,
-/// `>` (one or more tokens): `orders.*.new`, `orders.>`, `>`.
+/// `>` (one or more tokens): `orders.*.new`, `orders.>`, `>`. A wildcard never matches a first
+/// token `_INBOX`: replies to requests (`_INBOX....`) reach only patterns that name `_INBOX`.
 ///
 /// Returns the subscription id (> 0; unique in the process and never reused) or a negative
 /// `JSONBUS_ERR_*`: NULL, TOPIC, CLOSED. The callback gets every matching message
@@ -227,35 +228,7 @@ fn publish(
     len: Option<usize>,
 ) -> Result<(), Error> {
     let bus = open(bus)?;
-    let refuse = |e: Error| Err(bus.refuse(e));
-    if topic.is_null() {
-        return Err(Error::new(Status::Null, "topic is NULL"));
-    }
-    if json.is_null() {
-        return Err(Error::new(Status::Null, "json is NULL"));
-    }
-    // A closed bus says so first, whatever else is wrong with the call (NULLs aside).
-    if let Err(e) = bus.check_open("cannot publish") {
-        return refuse(e);
-    }
-    let topic = match topic_text(topic, "topic") {
-        Ok(t) => t,
-        Err(e) => return refuse(e),
-    };
-    let max = bus.options().max_message_bytes;
-    let bytes = match len {
-        Some(len) if len > max => {
-            return refuse(Error::new(
-                Status::TooLarge,
-                format!("payload is {len} bytes; max_message_bytes is {max}"),
-            ))
-        }
-        // SAFETY: the caller passes `len` readable bytes at `json`; `len` is at most
-        // `max_message_bytes` (1 GiB), so the slice is in range.
-        Some(len) => unsafe { std::slice::from_raw_parts(json.cast::<u8>(), len) },
-        // SAFETY: the caller passes a NUL-terminated string that stays valid during the call.
-        None => unsafe { std::ffi::CStr::from_ptr(json) }.to_bytes(),
-    };
+    let (topic, bytes) = message_args(&bus, topic, json, len, "cannot publish")?;
     bus.publish(topic, bytes).map(|_| ())
 }
 
@@ -291,8 +264,14 @@ pub extern "C" fn jsonbus_flush(bus: *mut jsonbus, timeout_ms: i32) -> i32 {
 /// - `callback_failures`: callbacks that returned a negative value;
 /// - `dispatcher_threads`: dispatcher threads the bus runs (0 in the options resolved to the
 ///   CPU count);
+/// - `timers`: `jsonbus_publish_after` timers pending;
+/// - `requests`: requests made (`jsonbus_request`, `jsonbus_request_async`);
+/// - `requests_waiting`: requests waiting for their first reply now;
+/// - `no_responders`: requests that matched no subscription;
+/// - `late_replies`: replies that came after their request's first reply, time-out or close
+///   (discarded; a reply delivered to its request counts in `delivered`);
 /// - `rejected`: an object counting refused publishes by reason: `json`, `utf8`, `topic`,
-///   `too_large`, `full`, `closed`.
+///   `too_large`, `full`, `closed` (requests and timers included).
 #[no_mangle]
 pub extern "C" fn jsonbus_stats(bus: *mut jsonbus) -> *mut c_char {
     boundary(|| {

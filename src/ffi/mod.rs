@@ -7,9 +7,11 @@
 
 mod api;
 mod error;
+mod requests;
 mod subscriptions;
 mod types;
 
 pub use api::*;
+pub use requests::*;
 pub use subscriptions::*;
 pub use types::*;

@@ -52,6 +52,9 @@ pub const JSONBUS_ERR_ENDED: i32 = -13;
 /// This build or platform does not offer the call (the message says what does), such as
 /// `jsonbus_pull_fd` on Windows.
 pub const JSONBUS_ERR_UNSUPPORTED: i32 = -14;
+/// A request matched no subscription when it was published (counted in the stats'
+/// `no_responders`).
+pub const JSONBUS_ERR_NO_RESPONDERS: i32 = -15;
 
 /// End reason: `jsonbus_unsubscribe` ended the subscription.
 pub const JSONBUS_END_UNSUBSCRIBED: i32 = 1;
@@ -101,8 +104,15 @@ pub struct jsonbus_message {
     pub seq: u64,
     /// `jsonbus_now_ns()` when it was published.
     pub published_ns: u64,
-    /// Id of the subscription being called.
+    /// Id of the subscription being called (0 for the reply a `jsonbus_reply_callback` gets).
     pub subscription: i64,
+    /// For a request: the topic to answer on (`_INBOX.` and unique tokens), NUL-terminated;
+    /// NULL for any other message. Answer with `jsonbus_reply`, or copy it and
+    /// `jsonbus_publish` on it later from any thread: like the rest of the message it is valid
+    /// only during the callback.
+    pub reply_to: *const c_char,
+    /// Length of `reply_to` in bytes, without the NUL; 0 when there is none.
+    pub reply_to_len: usize,
 }
 
 /// A subscription's callback.
@@ -150,7 +160,7 @@ pub type jsonbus_end_callback =
 
 /// The host's `user_data`, moved to the threads that call back with it.
 #[derive(Clone, Copy)]
-struct UserData(*mut c_void);
+pub(crate) struct UserData(pub(crate) *mut c_void);
 
 // SAFETY: the C caller gave us `user_data` to be passed to its callbacks on jsonbus's threads
 // (the header says so); jsonbus never reads it.
@@ -158,14 +168,14 @@ unsafe impl Send for UserData {}
 
 impl UserData {
     /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut c_void {
+    pub(crate) fn get(self) -> *mut c_void {
         self.0
     }
 }
 
 /// The C view of a message, pointing into `m`, which must outlive it.
 pub(crate) fn c_message(m: &Message, subscription: i64) -> jsonbus_message {
-    let (json, json_len, topic, topic_len) = m.c_parts();
+    let (json, json_len, topic, topic_len, reply_to, reply_to_len) = m.c_parts();
     jsonbus_message {
         topic: topic.cast(),
         topic_len,
@@ -174,7 +184,45 @@ pub(crate) fn c_message(m: &Message, subscription: i64) -> jsonbus_message {
         seq: m.seq,
         published_ns: m.published_ns,
         subscription,
+        reply_to: reply_to.cast(),
+        reply_to_len,
     }
+}
+
+/// The topic and payload arguments of a publish, checked in the order NULL, CLOSED (with
+/// `what` in its message), TOPIC, TOO_LARGE (`len` None: the payload is NUL-terminated).
+/// Refusals other than NULL are counted in the stats' `rejected`.
+pub(crate) fn message_args<'a>(
+    bus: &Bus,
+    topic: *const c_char,
+    json: *const c_char,
+    len: Option<usize>,
+    what: &str,
+) -> Result<(&'a str, &'a [u8]), Error> {
+    if topic.is_null() {
+        return Err(Error::new(Status::Null, "topic is NULL"));
+    }
+    if json.is_null() {
+        return Err(Error::new(Status::Null, "json is NULL"));
+    }
+    // A closed bus says so first, whatever else is wrong with the call (NULLs aside).
+    bus.check_open(what).map_err(|e| bus.refuse(e))?;
+    let topic = topic_text(topic, "topic").map_err(|e| bus.refuse(e))?;
+    let max = bus.options().max_message_bytes;
+    let bytes = match len {
+        Some(len) if len > max => {
+            return Err(bus.refuse(Error::new(
+                Status::TooLarge,
+                format!("payload is {len} bytes; max_message_bytes is {max}"),
+            )))
+        }
+        // SAFETY: the caller passes `len` readable bytes at `json`; `len` is at most
+        // `max_message_bytes` (1 GiB), so the slice is in range.
+        Some(len) => unsafe { std::slice::from_raw_parts(json.cast::<u8>(), len) },
+        // SAFETY: the caller passes a NUL-terminated string that stays valid during the call.
+        None => unsafe { CStr::from_ptr(json) }.to_bytes(),
+    };
+    Ok((topic, bytes))
 }
 
 /// Wraps a C callback and its optional end notice; a NULL callback is `JSONBUS_ERR_NULL`.

@@ -44,7 +44,7 @@ mod tests {
     use super::*;
 
     fn m(seq: u64) -> Arc<Message> {
-        let mut m = Arc::new(Message::new("t", b"1"));
+        let mut m = Arc::new(Message::new("t", b"1", ""));
         Arc::get_mut(&mut m).unwrap().seq = seq;
         m
     }
