@@ -142,7 +142,6 @@ impl Requests {
             t.waiting.insert(n, waiter);
             n
         };
-        self.made.fetch_add(1, Relaxed);
         Ok((n, format!("{}{n}", self.prefix)))
     }
 
@@ -168,9 +167,12 @@ impl Requests {
         }
     }
 
-    /// Counts a request that matched no subscription.
-    pub(crate) fn count_no_responders(&self) {
-        self.no_responders.fetch_add(1, Relaxed);
+    /// Counts a request published: `routed` false when it matched no subscription.
+    pub(crate) fn count_sent(&self, routed: bool) {
+        self.made.fetch_add(1, Relaxed);
+        if !routed {
+            self.no_responders.fetch_add(1, Relaxed);
+        }
     }
 
     /// Refuses new requests and takes every waiting one, for the close to end.
@@ -283,15 +285,15 @@ impl Bus {
         let sent = s
             .prepare(topic, json, &reply, &wait)
             .and_then(|m| s.accept(topic, m, &wait));
+        if let Ok(p) = &sent {
+            s.requests.count_sent(p.routed);
+        }
         let failed = match sent {
             Ok(p) if p.routed => return Ok(n),
-            Ok(_) => {
-                s.requests.count_no_responders();
-                Error::new(
-                    Status::NoResponders,
-                    format!("no subscription matches \"{topic}\", so the request has no responder"),
-                )
-            }
+            Ok(_) => Error::new(
+                Status::NoResponders,
+                format!("no subscription matches \"{topic}\", so the request has no responder"),
+            ),
             Err(e) => self.refuse(e),
         };
         match s.requests.take(n) {
@@ -349,7 +351,9 @@ mod tests {
         assert!(matches!(r.claim(&topic), Claim::Late));
         assert!(matches!(r.claim("_INBOX.other.1"), Claim::NotOurs));
         assert!(matches!(r.claim(&format!("{topic}x")), Claim::NotOurs));
-        assert_eq!(r.counts(), (2, 1, 0, 1));
+        r.count_sent(true);
+        r.count_sent(false);
+        assert_eq!(r.counts(), (2, 1, 1, 1));
         let other = Requests::new(8);
         assert!(matches!(other.claim(&topic2), Claim::NotOurs));
     }

@@ -26,7 +26,7 @@ pub struct Stats {
     pub dispatcher_threads: u64,
     /// `publish_after` timers pending.
     pub timers: u64,
-    /// Requests made (`request` and `request_async`).
+    /// Requests published (`request` and `request_async`), answered or not.
     pub requests: u64,
     /// Requests waiting for their first reply now.
     pub requests_waiting: u64,

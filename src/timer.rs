@@ -87,7 +87,10 @@ impl Timers {
         if s.closed {
             return Err(due);
         }
-        let earliest = s.heap.peek().map_or(true, |Reverse((first, _))| at < *first);
+        let earliest = s
+            .heap
+            .peek()
+            .map_or(true, |Reverse((first, _))| at < *first);
         if matches!(due, Due::Publish(_)) {
             s.publishes += 1;
         }

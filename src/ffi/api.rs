@@ -265,7 +265,8 @@ pub extern "C" fn jsonbus_flush(bus: *mut jsonbus, timeout_ms: i32) -> i32 {
 /// - `dispatcher_threads`: dispatcher threads the bus runs (0 in the options resolved to the
 ///   CPU count);
 /// - `timers`: `jsonbus_publish_after` timers pending;
-/// - `requests`: requests made (`jsonbus_request`, `jsonbus_request_async`);
+/// - `requests`: requests published (`jsonbus_request`, `jsonbus_request_async`), those that
+///   found no responder included;
 /// - `requests_waiting`: requests waiting for their first reply now;
 /// - `no_responders`: requests that matched no subscription;
 /// - `late_replies`: replies that came after their request's first reply, time-out or close
