@@ -140,10 +140,13 @@ fn eight_requesters_against_a_group_each_get_their_own_replies() {
     b.close(None).unwrap();
 }
 
+/// A timer's payload and when its callback ran.
+type Fired = (Vec<u8>, Instant);
+
 #[test]
 fn timers_fire_after_their_delay_in_order_and_cancel_or_close_takes_them() {
     let b = bus(r#"{"queue_capacity":3,"publish_timeout_ms":0}"#);
-    let seen: Arc<Mutex<Vec<(Vec<u8>, Instant)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Fired>>> = Arc::default();
     let s = seen.clone();
     let cb: Callback = Box::new(move |d| {
         s.lock()
