@@ -3,7 +3,7 @@
 //!
 //! Each op is an opcode byte and two argument bytes `a`, `b` (zeros once the input runs out;
 //! `subscribe_with` reads a third, `c`: its options); at most 96 ops. The bus slot is
-//! `op / 10 % 2`; the call is `(op / 20 * 10 + op % 10) % 20`, so that opcodes 0-19 keep the
+//! `op / 10 % 2`; the call is `(op / 20 * 10 + op % 10) % 24`, so that opcodes 0-19 keep the
 //! meaning they had before the 2A calls came (0-9 in slot 0, 10-19 in slot 1). An op on an
 //! empty slot first creates a bus there (options from an argument byte).
 //!
@@ -25,6 +25,10 @@
 //! | 16 | publish the same message 2-5 times |
 //! | 17 | drain one pull subscription: `jsonbus_next(0)` until it has nothing, releasing each (maybe holding the last) |
 //! | 18 | `jsonbus_end_reason_name` / `jsonbus_status_name` of known and unknown values |
+//! | 20 | `jsonbus_request` (time-out 0) with a publish's topic and payload: no subscription ever replies, so TIMEOUT when it was routed, NO_RESPONDERS when nothing matched |
+//! | 21 | `jsonbus_request_async` (time-out 0 or -1): as 20 for its status; its reply callback must run exactly once, with TIMEOUT or CLOSED, by the time its bus is closed |
+//! | 22 | `jsonbus_publish_after` (60 s: never due during an input): an id, or a publish's errors (FULL only from the bus's capacity); pending timers are held (`queued`), counted in `timers`, and discarded into `dropped` by close |
+//! | 23 | `jsonbus_cancel` of a pending timer of the bus (OK), or of one cancelled, discarded, of another bus, or unknown (NOT_FOUND) |
 //!
 //! The model: a subscription receives, in seq order, every accepted message on a topic its
 //! pattern matches, published while it was live, as its options say. Exact where the contract
@@ -645,6 +649,50 @@ struct Bus {
     routings: (u64, u64),
     /// Messages routed to each group (one member each): for sure, at most.
     groups: [(u64, u64); 2],
+    /// Pending `publish_after` timers (each holds a unit of capacity).
+    timers: Vec<i64>,
+    /// Timers discarded by close (counted in `dropped`).
+    timer_drops: u64,
+    /// `jsonbus_request_async` calls that returned OK: each reply callback runs once.
+    asyncs: Vec<Box<AsyncRec>>,
+}
+
+/// What the reply callback of one async request saw.
+#[derive(Default)]
+struct AsyncRec {
+    calls: AtomicI64,
+    status: AtomicI64,
+}
+
+extern "C" fn on_reply(status: i32, reply: *const jsonbus_message, user_data: *mut c_void) {
+    // SAFETY: our `AsyncRec`, kept until its bus is closed and checked.
+    let r = unsafe { &*(user_data as *const AsyncRec) };
+    assert!(
+        status == JSONBUS_ERR_TIMEOUT || status == JSONBUS_ERR_CLOSED,
+        "a reply callback got {} though nobody replies",
+        name(status)
+    );
+    assert!(
+        reply.is_null(),
+        "a reply callback got a reply with {}",
+        name(status)
+    );
+    r.status.store(status as i64, SeqCst);
+    assert_eq!(
+        r.calls.fetch_add(1, SeqCst),
+        0,
+        "a reply callback ran twice"
+    );
+}
+
+/// What a publish-like call is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Send {
+    Publish,
+    Request,
+    /// `jsonbus_request_async` with this time-out.
+    Async(i32),
+    After,
 }
 
 const REASONS: [(&str, i32); 6] = [
@@ -714,6 +762,9 @@ impl World {
             unrouted: (0, 0),
             routings: (0, 0),
             groups: [(0, 0); 2],
+            timers: Vec::new(),
+            timer_drops: 0,
+            asyncs: Vec::new(),
         });
     }
 
@@ -752,6 +803,17 @@ impl World {
                 .map(|h| h.msg.0),
         );
         seqs.len()
+    }
+
+    /// What bus `serial` holds against its capacity: pull messages and pending timers.
+    fn held(&self, serial: u64) -> usize {
+        let timers = self
+            .slots
+            .iter()
+            .flatten()
+            .find(|b| b.serial == serial)
+            .map_or(0, |b| b.timers.len());
+        self.pull_held(serial) + timers
     }
 
     /// Releases held messages whose time has come.
@@ -813,7 +875,7 @@ impl World {
     fn risk(&self, slot: usize, topic: &str) -> Risk {
         let bus = self.slots[slot].as_ref().unwrap();
         let cap = bus.opts.queue_capacity as usize;
-        let held = self.pull_held(bus.serial);
+        let held = self.held(bus.serial);
         let mut r = Risk {
             must_full: held >= cap,
             may_full: cap < 65536 || held >= cap,
@@ -867,6 +929,11 @@ impl World {
     }
 
     fn publish(&mut self, slot: usize, t: u8, p: u8) {
+        self.publish_as(slot, t, p, Send::Publish)
+    }
+
+    /// Publishes, or sends what else takes a publish's topic and payload (`how`).
+    fn publish_as(&mut self, slot: usize, t: u8, p: u8, how: Send) {
         self.bus(slot, t ^ p);
         let bus = self.slots[slot].as_ref().unwrap();
         let topic = TOPICS[t as usize % TOPICS.len()];
@@ -881,10 +948,32 @@ impl World {
             why.push(JSONBUS_ERR_TOPIC);
             allowed = Err(why);
         }
-        let risk = match allowed.is_ok() && !bus.closed {
+        let mut risk = match allowed.is_ok() && !bus.closed {
             true => self.risk(slot, topic),
             false => Risk::default(),
         };
+        if how == Send::After {
+            // A timer only takes capacity now; subscriptions' limits matter when it fires.
+            let held = self.held(bus.serial);
+            let cap = bus.opts.queue_capacity as usize;
+            risk = Risk {
+                must_full: risk.must_full && held >= cap,
+                may_full: held >= cap,
+                hang: held >= cap,
+            };
+        }
+        // Whether a subscription matches for sure, or may (a dying one may have ended).
+        let matching = |surely: bool| {
+            self.subs.iter().any(|s| {
+                s.bus == bus.serial
+                    && matches(s.pattern.as_bytes(), topic.as_bytes())
+                    && match surely {
+                        true => s.surely_live(),
+                        false => s.possibly_live(),
+                    }
+            })
+        };
+        let (surely, maybe) = (matching(true), matching(false));
         let timeout = bus.opts.publish_timeout_ms;
         if risk.hang && timeout < 0 {
             // It would wait for ever for this thread's own jsonbus_next / release.
@@ -892,20 +981,61 @@ impl World {
             return;
         }
         let ctopic = CString::new(topic).unwrap();
-        let rc = jsonbus_publish(
-            bus.ptr,
-            ctopic.as_ptr(),
-            payload.as_ptr().cast(),
-            payload.len(),
-        );
+        let (ptr, json, len) = (bus.ptr, payload.as_ptr().cast(), payload.len());
+        let mut rec: Option<Box<AsyncRec>> = None;
+        let mut timer = 0;
+        let rc = match how {
+            Send::Publish => jsonbus_publish(ptr, ctopic.as_ptr(), json, len),
+            Send::Request => {
+                let mut reply: *mut std::ffi::c_char = 1 as *mut _;
+                let mut reply_len = 7usize;
+                let rc = jsonbus_request(
+                    ptr,
+                    ctopic.as_ptr(),
+                    json,
+                    len,
+                    0,
+                    &mut reply,
+                    &mut reply_len,
+                );
+                assert!(
+                    reply.is_null() && reply_len == 0,
+                    "a failed request set *reply"
+                );
+                rc
+            }
+            Send::Async(timeout) => {
+                let r = Box::new(AsyncRec::default());
+                let ud = &*r as *const AsyncRec as *mut c_void;
+                rec = Some(r);
+                jsonbus_request_async(ptr, ctopic.as_ptr(), json, len, timeout, Some(on_reply), ud)
+            }
+            Send::After => {
+                let id = jsonbus_publish_after(ptr, ctopic.as_ptr(), json, len, 60_000);
+                timer = id;
+                match id > 0 {
+                    true => JSONBUS_OK,
+                    false => i32::try_from(id).unwrap_or(i32::MIN),
+                }
+            }
+        };
         check_last(rc, "publish");
         trace!(
             "  publish {topic:?} {:?}: {} ({risk:?})",
             String::from_utf8_lossy(&payload),
             name(rc)
         );
+        // What an accepted request returns: nobody replies.
+        let accepted = match how {
+            Send::Publish | Send::After => vec![JSONBUS_OK],
+            Send::Request if surely => vec![JSONBUS_ERR_TIMEOUT],
+            Send::Request if maybe => vec![JSONBUS_ERR_TIMEOUT, JSONBUS_ERR_NO_RESPONDERS],
+            Send::Async(_) if surely => vec![JSONBUS_OK],
+            Send::Async(_) if maybe => vec![JSONBUS_OK, JSONBUS_ERR_NO_RESPONDERS],
+            Send::Request | Send::Async(_) => vec![JSONBUS_ERR_NO_RESPONDERS],
+        };
         let mut ok_codes = match &allowed {
-            Ok(()) => vec![JSONBUS_OK],
+            Ok(()) => accepted.clone(),
             Err(why) => why.clone(),
         };
         if bus.closed {
@@ -919,7 +1049,7 @@ impl World {
         }
         assert!(
             ok_codes.contains(&rc),
-            "publish {:?} on {topic:?} (closed {}, {:?}, {risk:?}) returned {} ({}); expected one of {:?}",
+            "{how:?} {:?} on {topic:?} (closed {}, {:?}, {risk:?}) returned {} ({}); expected one of {:?}",
             String::from_utf8_lossy(&payload),
             bus.closed,
             bus.opts,
@@ -931,8 +1061,16 @@ impl World {
         if let Some(i) = REASONS.iter().position(|r| r.1 == rc) {
             bus.rejected[i] += 1;
         }
-        if rc != JSONBUS_OK {
+        if !accepted.contains(&rc) {
             return;
+        }
+        match how {
+            Send::After => {
+                bus.timers.push(timer);
+                return;
+            }
+            Send::Async(_) if rc == JSONBUS_OK => bus.asyncs.extend(rec),
+            _ => {}
         }
         bus.seq += 1;
         let msg: Msg = (bus.seq, topic.as_bytes().to_vec(), payload.to_vec());
@@ -1791,7 +1929,7 @@ impl World {
                     .map(|(a, b)| (a.0 + b.0, a.1 + b.1));
             }
         }
-        let held = self.pull_held(serial) as u64;
+        let held = self.held(serial) as u64;
         let bus = self.slots[slot].as_ref().unwrap();
         let st = stats(ptr);
         let ctx = format!(
@@ -1802,13 +1940,14 @@ impl World {
         assert_eq!(stat(&st, "delivered"), delivered, "{ctx}");
         assert_eq!(stat(&st, "callback_failures"), failures, "{ctx}");
         assert_eq!(stat(&st, "queued"), held, "{ctx}");
+        assert_eq!(stat(&st, "timers"), bus.timers.len() as u64, "{ctx}");
         assert_eq!(stat(&st, "subscriptions"), live, "{ctx}");
         let u = stat(&st, "unrouted");
         assert!(
             bus.unrouted.0 <= u && u <= bus.unrouted.1,
             "unrouted: {ctx}"
         );
-        let r = delivered + stat(&st, "dropped") + waiting;
+        let r = delivered + stat(&st, "dropped") - bus.timer_drops + waiting;
         assert!(
             bus.routings.0 <= r && r <= bus.routings.1,
             "delivered + dropped + waiting = {r}: {ctx}"
@@ -1868,7 +2007,9 @@ impl World {
                 name(rc)
             );
         }
-        self.slots[slot].as_mut().unwrap().closed = true;
+        let bus = self.slots[slot].as_mut().unwrap();
+        bus.closed = true;
+        World::timers_and_requests_done(bus, "after close");
         for s in self.subs.iter_mut().filter(|s| s.bus == serial) {
             let allowed = s.allowed(JSONBUS_END_CLOSED);
             match &mut s.kind {
@@ -1905,8 +2046,9 @@ impl World {
             // free closes without a time limit, which would wait for them for ever.
             self.close(slot, 3);
         }
-        let bus = self.slots[slot].take().unwrap();
+        let mut bus = self.slots[slot].take().unwrap();
         jsonbus_free(bus.ptr);
+        World::timers_and_requests_done(&mut bus, "after free");
         for s in self.subs.iter_mut().filter(|s| s.bus == serial) {
             let allowed = s.allowed(JSONBUS_END_CLOSED);
             match &mut s.kind {
@@ -1924,6 +2066,51 @@ impl World {
             }
             s.check_notice(&allowed, "after free");
             s.check("after free");
+        }
+    }
+
+    /// `jsonbus_cancel` of a timer: pending on this bus, or not.
+    fn cancel(&mut self, slot: usize, a: u8) {
+        let bus = self.bus(slot, a);
+        let pending = !bus.timers.is_empty() && a % 4 != 3;
+        let id = match pending {
+            true => bus.timers[a as usize % bus.timers.len()],
+            false => [0, -1, i64::MAX, 1][(a / 4 % 4) as usize],
+        };
+        let rc = jsonbus_cancel(bus.ptr, id);
+        check_last(rc, "cancel");
+        trace!("  cancel({id}): {}", name(rc));
+        match pending {
+            true => {
+                assert_eq!(
+                    rc,
+                    JSONBUS_OK,
+                    "cancel of pending timer {id}: {}",
+                    last_error()
+                );
+                bus.timers.retain(|t| *t != id);
+            }
+            false => {
+                // id 1 may be a pending timer of this bus (the first timer of the process)
+                if id == 1 && rc == JSONBUS_OK {
+                    bus.timers.retain(|t| *t != 1);
+                } else {
+                    assert_eq!(rc, JSONBUS_ERR_NOT_FOUND, "cancel({id})");
+                }
+            }
+        }
+    }
+
+    /// Close or free: pending timers were discarded and every async request answered once.
+    fn timers_and_requests_done(bus: &mut Bus, why: &str) {
+        bus.timer_drops += bus.timers.len() as u64;
+        bus.timers.clear();
+        for r in &bus.asyncs {
+            assert_eq!(
+                r.calls.load(SeqCst),
+                1,
+                "{why}: a reply callback did not run once"
+            );
         }
     }
 
@@ -1990,7 +2177,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let op = input.u8();
         let slot = (op / 10 % 2) as usize;
-        let call = (op / 20 * 10 + op % 10) % 20;
+        let call = (op / 20 * 10 + op % 10) % 24;
         let (a, b) = (input.u8(), input.u8());
         trace!("op {op}: call {call} slot {slot} ({a}, {b})");
         w.tick();
@@ -2022,6 +2209,10 @@ fuzz_target!(|data: &[u8]| {
             }
             17 => w.drain(slot, a, b),
             18 => w.names(a, b),
+            20 => w.publish_as(slot, a, b, Send::Request),
+            21 => w.publish_as(slot, a, b, Send::Async([0, -1][(a >> 7) as usize])),
+            22 => w.publish_as(slot, a, b, Send::After),
+            23 => w.cancel(slot, a),
             _ => w.publish(slot, a, b),
         }
     }

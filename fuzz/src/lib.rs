@@ -9,7 +9,7 @@ use std::ffi::{c_char, CStr, CString};
 // Status codes
 
 /// Every code a fallible export may return (ids aside).
-pub const DOCUMENTED: [i32; 16] = [
+pub const DOCUMENTED: [i32; 17] = [
     JSONBUS_OK,
     JSONBUS_UNSUBSCRIBE,
     JSONBUS_ERR_NULL,
@@ -26,6 +26,7 @@ pub const DOCUMENTED: [i32; 16] = [
     JSONBUS_ERR_INTERNAL,
     JSONBUS_ERR_ENDED,
     JSONBUS_ERR_UNSUPPORTED,
+    JSONBUS_ERR_NO_RESPONDERS,
 ];
 
 pub fn name(code: i32) -> String {
