@@ -9,13 +9,18 @@
  *   driver <lib.so> broadcast <subscribers> <messages> <size>
  *   driver <lib.so> pull <messages> <size> wait|poll
  *   driver <lib.so> limited <messages> <size> none|block|drop_new|drop_oldest [queue_limit]
+ *   driver <lib.so> request <requesters> <round_trips_per_requester> <size>
+ *   driver <lib.so> timers <rate/s> <count> [max_delay_ms]
  *
- * The library is dlopen'ed; it must export the quick API (register_callback, push_json)
- * plus jsonbus_default, jsonbus_flush and jsonbus_now_ns.  `fanout` also needs the full
- * API (jsonbus_new, jsonbus_subscribe, jsonbus_publish), `pull` needs
- * jsonbus_subscribe_pull, jsonbus_next and jsonbus_message_release (`poll` also
- * jsonbus_pull_fd), `limited` needs jsonbus_subscribe and jsonbus_subscribe_with; each prints
- * "n/a" without them.  Every workload prints exactly one JSON object on stdout.
+ * The library is dlopen'ed; it must export jsonbus_default and jsonbus_now_ns, and every
+ * workload but `info`, `request` and `timers` needs the quick API (register_callback,
+ * push_json) and jsonbus_flush.  `fanout` also needs the full API (jsonbus_new,
+ * jsonbus_subscribe, jsonbus_publish), `pull` needs jsonbus_subscribe_pull, jsonbus_next and
+ * jsonbus_message_release (`poll` also jsonbus_pull_fd), `limited` needs jsonbus_subscribe
+ * and jsonbus_subscribe_with, `request` needs jsonbus_subscribe, jsonbus_request,
+ * jsonbus_reply and jsonbus_string_free, `timers` needs jsonbus_subscribe and
+ * jsonbus_publish_after; each prints "n/a" without them.  Every workload prints exactly one
+ * JSON object on stdout.
  *
  * Deliberately independent of include/jsonbus.h: the struct below is the CONTRACT.md
  * layout.
@@ -43,6 +48,10 @@ typedef struct jsonbus_message {
     uint64_t seq;
     uint64_t published_ns;
     int64_t subscription;
+    /* Part 2B: the peers of the older workloads (c-queue, go-seed) stop at `subscription`;
+       the driver reads these two only in `request`, through the contender's jsonbus_reply */
+    const char *reply_to;
+    size_t reply_to_len;
 } jsonbus_message;
 
 typedef int32_t (*jsonbus_callback)(const jsonbus_message *msg, void *user_data);
@@ -70,6 +79,11 @@ static int32_t (*p_next)(void *, int64_t, int32_t, jsonbus_message **);
 static void (*p_release)(jsonbus_message *);
 static int32_t (*p_pull_fd)(void *, int64_t);
 static char *(*p_sub_stats)(void *, int64_t);
+/* Part 2B (optional) */
+static int32_t (*p_request)(void *, const char *, const char *, size_t, int32_t, char **, size_t *);
+static int32_t (*p_reply)(void *, const jsonbus_message *, const char *, size_t);
+static int64_t (*p_publish_after)(void *, const char *, const char *, size_t, int64_t);
+static const char *(*p_status_name)(int32_t);
 
 static void die(const char *what) {
     fprintf(stderr, "driver: %s\n", what);
@@ -318,10 +332,16 @@ static int w_lat(double rate, double seconds, size_t size) {
     uint64_t spin_below = getenv("DRIVER_SPIN_BELOW_NS") ? strtoull(getenv("DRIVER_SPIN_BELOW_NS"), NULL, 10)
                                                          : SPIN_BELOW_NS;
     uint64_t start = mono_ns() + 1000000, late = 0, errors = 0;
+    /* Below 1 ms periods the timers are armed in batches, one batch per millisecond (100 at
+     * 100,000/s), as a program arming that many would: pacing each one alone would keep this
+     * thread spinning (or behind its sleeps) and take a core from the library on 2 cores. */
+    uint64_t batch = period < 1000000 ? 1000000 / period : 1;
     for (uint64_t i = 0; i < n; i++) {
-        uint64_t target = start + i * period;
+        uint64_t target = start + (i / batch) * batch * period;
         uint64_t now = mono_ns();
-        if (now < target && period >= spin_below) {
+        if (i % batch != 0) {
+            /* the rest of a batch: no wait */
+        } else if (now < target && period * batch >= spin_below) {
             struct timespec ts = {(time_t)(target / 1000000000ull),
                                   (long)(target % 1000000000ull)};
             while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
@@ -769,12 +789,313 @@ static int w_limited(uint64_t n, size_t size, const char *mode, long limit) {
     return 0;
 }
 
+/* ---------- request: N requester threads, each doing sequential round trips ----------
+ * One responder, a callback subscription on REQ_TOPIC that echoes every request with
+ * jsonbus_reply.  Each request payload carries its requester's id and sequence number in
+ * the "t" digits (id * 10^12 + n); a round trip counts as right only if the reply is
+ * byte-for-byte the request (same length, same digits, NUL-terminated), i.e. the reply
+ * reached the requester that asked. */
+#define REQ_TOPIC "bench.svc.echo"
+#define REQ_TIMEOUT_MS 10000
+#define REQ_WARMUP 50
+#define REQ_TAG_BASE 1000000000000ull /* id * this + sequence number */
+
+static void *req_bus;
+static _Atomic uint64_t resp_calls, resp_errors;
+static _Atomic int32_t resp_first_error;
+
+static int32_t cb_echo(const jsonbus_message *m, void *ud) {
+    (void)ud;
+    atomic_fetch_add_explicit(&resp_calls, 1, memory_order_relaxed);
+    int32_t r = p_reply(req_bus, m, m->json, m->json_len);
+    if (r != 0) {
+        atomic_fetch_add_explicit(&resp_errors, 1, memory_order_relaxed);
+        int32_t z = 0;
+        atomic_compare_exchange_strong(&resp_first_error, &z, r);
+    }
+    return 0;
+}
+
+typedef struct {
+    pthread_barrier_t *bar;
+    int id;
+    uint64_t n;
+    size_t size;
+    uint64_t *lat; /* n entries, one per successful round trip */
+    uint64_t ok, errors, mismatched;
+    int32_t first_error;
+    uint64_t t0, t1;
+    double cpu;
+} req_arg;
+
+/* one round trip; returns its latency in ns, or 0 if it failed */
+static uint64_t round_trip(req_arg *a, char *buf, uint64_t tag) {
+    put_ts(buf, tag);
+    char *reply = NULL;
+    size_t rlen = 0;
+    uint64_t b = mono_ns();
+    int32_t r = p_request(req_bus, REQ_TOPIC, buf, a->size, REQ_TIMEOUT_MS, &reply, &rlen);
+    uint64_t e = mono_ns();
+    if (r != 0) {
+        a->errors++;
+        if (!a->first_error) a->first_error = r;
+        if (reply) p_string_free(reply);
+        return 0;
+    }
+    int right = reply && rlen == a->size && reply[rlen] == 0 && !memcmp(reply, buf, a->size);
+    if (reply) p_string_free(reply);
+    if (!right) {
+        a->mismatched++;
+        return 0;
+    }
+    return e - b ? e - b : 1;
+}
+
+static void *req_main(void *a_) {
+    req_arg *a = a_;
+    char *buf = make_payload(a->size);
+    uint64_t base = (uint64_t)a->id * REQ_TAG_BASE;
+    for (uint64_t i = 0; i < REQ_WARMUP; i++) round_trip(a, buf, base + REQ_TAG_BASE / 2 + i);
+    a->errors = a->mismatched = 0;
+    a->first_error = 0;
+    pthread_barrier_wait(a->bar);
+    double c0 = thread_cpu_s();
+    a->t0 = mono_ns();
+    for (uint64_t i = 0; i < a->n; i++) {
+        uint64_t l = round_trip(a, buf, base + i);
+        if (l) a->lat[a->ok++] = l;
+    }
+    a->t1 = mono_ns();
+    a->cpu = thread_cpu_s() - c0;
+    free(buf);
+    return NULL;
+}
+
+static int w_request(int reqs, uint64_t n, size_t size) {
+    if (reqs < 1 || reqs > 256 || n < 1) die("bad request arguments");
+    if (!p_subscribe || !p_request || !p_reply || !p_string_free) {
+        printf("{\"workload\":\"request\",\"requesters\":%d,\"na\":true}\n", reqs);
+        return 0;
+    }
+    req_bus = p_default();
+    int64_t id = p_subscribe(req_bus, REQ_TOPIC, cb_echo, NULL);
+    if (id <= 0) {
+        fprintf(stderr, "subscribe %s: %s\n", REQ_TOPIC, p_last_error ? p_last_error() : "?");
+        die("subscribe failed");
+    }
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, (unsigned)reqs + 1);
+    pthread_t *th = calloc((size_t)reqs, sizeof *th);
+    req_arg *args = calloc((size_t)reqs, sizeof *args);
+    for (int i = 0; i < reqs; i++) {
+        args[i] = (req_arg){.bar = &bar, .id = i + 1, .n = n, .size = size};
+        args[i].lat = calloc(n, sizeof(uint64_t));
+        pthread_create(&th[i], NULL, req_main, &args[i]);
+    }
+    pthread_barrier_wait(&bar); /* every requester has done its warm-up */
+    double c0 = cpu_s();
+    for (int i = 0; i < reqs; i++) pthread_join(th[i], NULL);
+    double c1 = cpu_s();
+    /* the responder counts before it replies, so every warm-up call has been counted */
+    uint64_t calls = atomic_load(&resp_calls) - (uint64_t)reqs * REQ_WARMUP;
+
+    uint64_t total = n * (uint64_t)reqs, ok = 0, errors = 0, mismatched = 0, t0 = UINT64_MAX,
+             t1 = 0;
+    int32_t first_error = 0;
+    double req_cpu = 0;
+    for (int i = 0; i < reqs; i++) {
+        ok += args[i].ok;
+        errors += args[i].errors;
+        mismatched += args[i].mismatched;
+        if (!first_error) first_error = args[i].first_error;
+        if (args[i].t0 < t0) t0 = args[i].t0;
+        if (args[i].t1 > t1) t1 = args[i].t1;
+        req_cpu += args[i].cpu;
+    }
+    uint64_t *v = malloc(sizeof(uint64_t) * (ok ? ok : 1));
+    uint64_t m = 0;
+    double sum = 0;
+    for (int i = 0; i < reqs; i++)
+        for (uint64_t k = 0; k < args[i].ok; k++) {
+            v[m++] = args[i].lat[k];
+            sum += (double)args[i].lat[k];
+        }
+    qsort(v, m, sizeof(uint64_t), cmp_u64);
+    double secs = (t1 - t0) / 1e9;
+    int32_t rerr = atomic_load(&resp_first_error);
+    int32_t shown = first_error ? first_error : rerr;
+    printf("{\"workload\":\"request\",\"requesters\":%d,\"round_trips\":%llu,\"size\":%zu,"
+           "\"timeout_ms\":%d,\"seconds\":%.6f,\"rt_per_s\":%.1f,\"p50_ns\":%llu,\"p90_ns\":%llu,"
+           "\"p99_ns\":%llu,\"p999_ns\":%llu,\"max_ns\":%llu,\"mean_ns\":%.0f,"
+           "\"cpu_ns_per_rt\":%.1f,\"requester_cpu_ns_per_rt\":%.1f,\"maxrss_kb\":%ld,"
+           "\"completed\":%llu,\"errors\":%llu,\"mismatched\":%llu,\"responder_calls\":%llu,"
+           "\"reply_errors\":%llu,\"first_error\":%d,\"first_error_name\":\"%s\",\"ok\":%s}\n",
+           reqs, (unsigned long long)total, size, REQ_TIMEOUT_MS, secs, ok / secs,
+           (unsigned long long)PCT(0.5), (unsigned long long)PCT(0.9),
+           (unsigned long long)PCT(0.99), (unsigned long long)PCT(0.999),
+           (unsigned long long)(m ? v[m - 1] : 0), m ? sum / (double)m : 0.0,
+           (c1 - c0) * 1e9 / (double)total, req_cpu * 1e9 / (double)total, maxrss_kb(),
+           (unsigned long long)ok, (unsigned long long)errors, (unsigned long long)mismatched,
+           (unsigned long long)calls, (unsigned long long)atomic_load(&resp_errors), shown,
+           shown && p_status_name ? p_status_name(shown) : "",
+           (ok == total && errors == 0 && mismatched == 0 && atomic_load(&resp_errors) == 0)
+               ? "true"
+               : "false");
+    return 0;
+}
+
+/* ---------- timers: `count` timers armed at `rate` per second ----------
+ * Each jsonbus_publish_after gets a delay drawn uniformly from 1..max_delay_ms (default 50;
+ * a fixed xorshift seed, so every run arms the same sequence, out of due order) and a
+ * payload carrying its due time, jsonbus_now_ns() read just before the call + the delay.
+ * The subscriber (a callback subscription on the timer topic) reads jsonbus_now_ns() on
+ * entry: lateness = that - due.  Reading the clock before the call means a timer the
+ * library fires at its own due time is never counted early. */
+#define TIMER_TOPIC "bench.timer"
+
+static int64_t *tim_late, *tim_fire; /* at the callback; at the publish (published_ns) */
+static uint64_t tim_cap;
+static _Atomic uint64_t tim_idx, tim_early;
+
+static int32_t cb_timer(const jsonbus_message *m, void *ud) {
+    (void)ud;
+    uint64_t now = p_now_ns();
+    uint64_t due = strtoull(m->json + TS_OFF, NULL, 10);
+    if (now < due) atomic_fetch_add_explicit(&tim_early, 1, memory_order_relaxed);
+    uint64_t i = atomic_fetch_add_explicit(&tim_idx, 1, memory_order_relaxed);
+    if (i < tim_cap) {
+        tim_late[i] = (int64_t)(now - due);
+        tim_fire[i] = (int64_t)(m->published_ns - due);
+    }
+    return 0;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int w_timers(double rate, uint64_t n, int max_delay) {
+    if (rate <= 0 || n < 1 || max_delay < 1) die("bad timers arguments");
+    if (!p_subscribe || !p_publish_after) {
+        printf("{\"workload\":\"timers\",\"rate\":%.0f,\"na\":true}\n", rate);
+        return 0;
+    }
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+    const size_t size = 200;
+    void *bus = p_default();
+    tim_cap = n;
+    tim_late = calloc(n, sizeof(int64_t));
+    tim_fire = calloc(n, sizeof(int64_t));
+    uint64_t *call_buf = calloc(n, sizeof(uint64_t));
+    if (p_subscribe(bus, TIMER_TOPIC, cb_timer, NULL) <= 0) {
+        fprintf(stderr, "subscribe %s: %s\n", TIMER_TOPIC, p_last_error ? p_last_error() : "?");
+        die("subscribe failed");
+    }
+    char *buf = make_payload(size);
+    /* warm-up: a few timers at once and after 1 ms (start the timer machinery) */
+    for (int i = 0; i < 20; i++) {
+        put_ts(buf, p_now_ns() + (uint64_t)(i & 1) * 1000000ull);
+        p_publish_after(bus, TIMER_TOPIC, buf, size, i & 1);
+    }
+    uint64_t wend = mono_ns() + 1000000000ull;
+    while (atomic_load(&tim_idx) < 20 && mono_ns() < wend) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&tim_idx, 0);
+    atomic_store(&tim_early, 0);
+
+    uint64_t period = (uint64_t)(1e9 / rate);
+    uint64_t spin_below = getenv("DRIVER_SPIN_BELOW_NS") ? strtoull(getenv("DRIVER_SPIN_BELOW_NS"), NULL, 10)
+                                                         : SPIN_BELOW_NS;
+    uint64_t x = 0x9E3779B97F4A7C15ull, errors = 0, late_arms = 0;
+    int32_t first_error = 0;
+    double c0 = cpu_s();
+    uint64_t start = mono_ns() + 1000000;
+    /* Below 1 ms periods the timers are armed in batches, one batch per millisecond (100 at
+     * 100,000/s), as a program arming that many would: pacing each one alone would keep this
+     * thread spinning (or behind its sleeps) and take a core from the library on 2 cores. */
+    uint64_t batch = period < 1000000 ? 1000000 / period : 1;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t target = start + (i / batch) * batch * period;
+        uint64_t now = mono_ns();
+        if (i % batch != 0) {
+            /* the rest of a batch: no wait */
+        } else if (now < target && period * batch >= spin_below) {
+            struct timespec ts = {(time_t)(target / 1000000000ull), (long)(target % 1000000000ull)};
+            while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+            }
+        } else if (now < target) {
+            while (mono_ns() < target) {
+            }
+        } else if (now > target + period * batch) {
+            late_arms++;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        int64_t delay = 1 + (int64_t)(x % (uint64_t)max_delay);
+        uint64_t b = mono_ns();
+        put_ts(buf, p_now_ns() + (uint64_t)delay * 1000000ull);
+        int64_t t = p_publish_after(bus, TIMER_TOPIC, buf, size, delay);
+        call_buf[i] = mono_ns() - b;
+        if (t <= 0) {
+            errors++;
+            if (!first_error) first_error = (int32_t)t;
+        }
+    }
+    uint64_t end = mono_ns();
+    /* wait for every timer: the last is due at most max_delay ms after `end` */
+    uint64_t deadline = end + (uint64_t)max_delay * 1000000ull + 5000000000ull;
+    while (atomic_load(&tim_idx) < n - errors && mono_ns() < deadline) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    uint64_t waited = mono_ns() - end;
+    double c1 = cpu_s();
+    uint64_t got = atomic_load(&tim_idx);
+    if (got > n) got = n;
+    qsort(tim_late, got, sizeof(int64_t), cmp_i64);
+    qsort(tim_fire, got, sizeof(int64_t), cmp_i64);
+    int64_t fire_p50 = got ? tim_fire[(got - 1) / 2] : 0;
+    int64_t fire_p99 = got ? tim_fire[(uint64_t)((double)(got - 1) * 0.99)] : 0;
+    qsort(call_buf, n, sizeof(uint64_t), cmp_u64);
+    int64_t *v = tim_late;
+    uint64_t m = got;
+    double sum = 0;
+    for (uint64_t i = 0; i < m; i++) sum += (double)v[i];
+#define IPCT(p) (m ? v[(uint64_t)((double)(m - 1) * (p))] : 0)
+    uint64_t early = atomic_load(&tim_early);
+    printf("{\"workload\":\"timers\",\"rate\":%.0f,\"achieved_rate\":%.0f,\"count\":%llu,"
+           "\"max_delay_ms\":%d,\"size\":%zu,\"received\":%llu,\"early\":%llu,"
+           "\"min_late_ns\":%lld,\"p50_late_ns\":%lld,\"p90_late_ns\":%lld,\"p99_late_ns\":%lld,"
+           "\"p999_late_ns\":%lld,\"max_late_ns\":%lld,\"mean_late_ns\":%.0f,"
+           "\"p50_late_us\":%.1f,\"p99_late_us\":%.1f,\"max_late_us\":%.1f,"
+           "\"p50_fire_late_us\":%.1f,\"p99_fire_late_us\":%.1f,"
+           "\"call_p50_ns\":%llu,\"call_p99_ns\":%llu,\"call_max_ns\":%llu,\"late_arms\":%llu,"
+           "\"wait_after_arming_ms\":%.1f,\"cpu_ns_per_timer\":%.1f,\"maxrss_kb\":%ld,"
+           "\"errors\":%llu,\"first_error\":%d,\"ok\":%s}\n",
+           rate, n / ((end - start) / 1e9), (unsigned long long)n, max_delay, size,
+           (unsigned long long)got, (unsigned long long)early, (long long)(m ? v[0] : 0),
+           (long long)IPCT(0.5), (long long)IPCT(0.9), (long long)IPCT(0.99),
+           (long long)IPCT(0.999), (long long)(m ? v[m - 1] : 0), m ? sum / (double)m : 0.0,
+           IPCT(0.5) / 1e3, IPCT(0.99) / 1e3, (m ? v[m - 1] : 0) / 1e3, fire_p50 / 1e3,
+           fire_p99 / 1e3,
+           (unsigned long long)call_buf[(n - 1) / 2], (unsigned long long)call_buf[(uint64_t)((n - 1) * 0.99)],
+           (unsigned long long)call_buf[n - 1], (unsigned long long)late_arms, waited / 1e6,
+           (c1 - c0) * 1e9 / (double)n, maxrss_kb(), (unsigned long long)errors, first_error,
+           (got == n && early == 0 && errors == 0) ? "true" : "false");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr,
                 "usage: %s <lib.so> info | tput P SIZE S N | lat RATE SECONDS SIZE |"
                 " burst N SIZE SPIN_NS | fanout OTHERS N SIZE | broadcast SUBS N SIZE |"
-                " pull N SIZE wait|poll | limited N SIZE none|block|drop_new|drop_oldest [LIMIT]\n",
+                " pull N SIZE wait|poll | limited N SIZE none|block|drop_new|drop_oldest [LIMIT] |"
+                " request REQUESTERS ROUND_TRIPS SIZE | timers RATE COUNT [MAX_DELAY_MS]\n",
                 argv[0]);
         return 2;
     }
@@ -783,10 +1104,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "driver: dlopen: %s\n", dlerror());
         return 2;
     }
-    p_register_callback = (int64_t(*)(jsonbus_callback, void *))sym(h, "register_callback", 1);
-    p_push_json = (int32_t(*)(const char *))sym(h, "push_json", 1);
+    const char *w = argv[2];
+    /* the quick API and flush: every workload but info, request and timers */
+    int quick = strcmp(w, "info") && strcmp(w, "request") && strcmp(w, "timers");
+    p_register_callback = (int64_t(*)(jsonbus_callback, void *))sym(h, "register_callback", quick);
+    p_push_json = (int32_t(*)(const char *))sym(h, "push_json", quick);
     p_default = (void *(*)(void))sym(h, "jsonbus_default", 1);
-    p_flush = (int32_t(*)(void *, int32_t))sym(h, "jsonbus_flush", 1);
+    p_flush = (int32_t(*)(void *, int32_t))sym(h, "jsonbus_flush", quick);
     p_now_ns = (uint64_t(*)(void))sym(h, "jsonbus_now_ns", 1);
     p_new = (void *(*)(const char *))sym(h, "jsonbus_new", 0);
     p_subscribe =
@@ -804,14 +1128,23 @@ int main(int argc, char **argv) {
     p_release = (void (*)(jsonbus_message *))sym(h, "jsonbus_message_release", 0);
     p_pull_fd = (int32_t(*)(void *, int64_t))sym(h, "jsonbus_pull_fd", 0);
     p_sub_stats = (char *(*)(void *, int64_t))sym(h, "jsonbus_subscription_stats", 0);
+    p_request = (int32_t(*)(void *, const char *, const char *, size_t, int32_t, char **,
+                            size_t *))sym(h, "jsonbus_request", 0);
+    p_reply = (int32_t(*)(void *, const jsonbus_message *, const char *, size_t))sym(
+        h, "jsonbus_reply", 0);
+    p_publish_after = (int64_t(*)(void *, const char *, const char *, size_t, int64_t))sym(
+        h, "jsonbus_publish_after", 0);
+    p_status_name = (const char *(*)(int32_t))sym(h, "jsonbus_status_name", 0);
 
-    const char *w = argv[2];
     int rc = 2;
     if (!strcmp(w, "info")) {
         char *st = p_stats ? p_stats(p_default()) : NULL;
-        printf("{\"workload\":\"info\",\"full_api\":%s,\"now_ns\":%llu,\"mono_ns\":%llu,"
-               "\"stats\":%s}\n",
+        printf("{\"workload\":\"info\",\"full_api\":%s,\"quick_api\":%s,\"request_api\":%s,"
+               "\"timers_api\":%s,\"now_ns\":%llu,\"mono_ns\":%llu,\"stats\":%s}\n",
                (p_new && p_subscribe && p_publish) ? "true" : "false",
+               (p_register_callback && p_push_json && p_flush) ? "true" : "false",
+               (p_subscribe && p_request && p_reply && p_string_free) ? "true" : "false",
+               (p_subscribe && p_publish_after) ? "true" : "false",
                (unsigned long long)p_now_ns(), (unsigned long long)mono_ns(), st ? st : "null");
         if (st && p_string_free) p_string_free(st);
         rc = 0;
@@ -832,6 +1165,10 @@ int main(int argc, char **argv) {
     } else if (!strcmp(w, "limited") && (argc == 6 || argc == 7)) {
         rc = w_limited(strtoull(argv[3], NULL, 10), (size_t)atol(argv[4]), argv[5],
                        argc == 7 ? atol(argv[6]) : 1024);
+    } else if (!strcmp(w, "request") && argc == 6) {
+        rc = w_request(atoi(argv[3]), strtoull(argv[4], NULL, 10), (size_t)atol(argv[5]));
+    } else if (!strcmp(w, "timers") && (argc == 5 || argc == 6)) {
+        rc = w_timers(atof(argv[3]), strtoull(argv[4], NULL, 10), argc == 6 ? atoi(argv[5]) : 50);
     } else {
         fprintf(stderr, "driver: bad workload or arguments\n");
         return 2;

@@ -14,8 +14,10 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BUILD = os.path.join(HERE, "build")
-RESULTS = os.path.join(HERE, "results")
+# BENCH_BUILD / BENCH_RESULTS: other directories (bench/run passes BENCH_BUILD through), e.g.
+# for a trial run that must not touch bench/build or bench/results
+BUILD = os.environ.get("BENCH_BUILD") or os.path.join(HERE, "build")
+RESULTS = os.environ.get("BENCH_RESULTS") or os.path.join(HERE, "results")
 DRIVER = os.path.join(BUILD, "driver")
 
 SIZES = [64, 200, 4096, 65536]
@@ -34,6 +36,8 @@ MODES = {
         broadcast_n={8: 40000, 1000: 400},
         pull_n=50000,
         limited_n=50000,
+        request_n={1: 20000, 8: 2500},
+        timers_n={1000: 1000, 100000: 50000},
         cg_n=4000,
     ),
     "full": dict(
@@ -46,6 +50,8 @@ MODES = {
         broadcast_n={8: 200000, 1000: 2000},
         pull_n=300000,
         limited_n=300000,
+        request_n={1: 100000, 8: 12500},
+        timers_n={1000: 5000, 100000: 200000},
         cg_n=15000,
     ),
 }
@@ -55,7 +61,11 @@ BROADCAST_SUBS = [8, 1000]
 PULL_MODES = ["wait", "poll"]
 LIMITED_MODES = ["none", "block", "drop_new"]
 QUEUE_LIMIT = 1024
-PHASES = ["tput", "lat", "burst", "fanout", "broadcast", "pull", "limited", "callgrind"]
+REQUESTERS = [1, 8]  # request: requester threads; request_n = round trips per requester
+REQUEST_SIZE = 200
+TIMER_RATES = [1000, 100000]  # timers armed per second; timers_n = how many
+TIMER_MAX_DELAY_MS = 50  # each timer's delay: uniform in 1..this
+PHASES = ["tput", "lat", "burst", "fanout", "broadcast", "pull", "limited", "request", "timers", "callgrind"]
 
 
 def log(*a):
@@ -95,7 +105,9 @@ def run_driver(c, args, timeout, prefix=None, extra_env=None):
     r = json.loads(lines[-1])
     r["wall"] = round(time.time() - t0, 3)
     if r.get("ok") is False:
-        r["error"] = "wrong delivery count or push error"
+        bits = [f"{k}={r[k]}" for k in ("errors", "mismatched", "early", "received", "reply_errors", "first_error")
+                if r.get(k) and not (k == "received" and r.get("received") == r.get("count"))]
+        r["error"] = "wrong delivery count or push error" + (f" ({', '.join(bits)})" if bits else "")
     return r
 
 
@@ -184,6 +196,28 @@ def main():
         if isinstance(st, dict) and st.get("dispatcher_threads") not in (2, None):
             notes.append("jsonbus-2d: JSONBUS_DEFAULT_OPTIONS was not applied; jsonbus-2d ran like jsonbus.")
     names = [c.name for c in contenders]
+
+    # request/reply (and timers): the hand-written C and the seed-002 Go peers, which export
+    # only what the `request` workload resolves, against jsonbus's default bus
+    rr = [Contender("c-reqrep", os.path.join(BUILD, "libcreqrep.so")),
+          Contender("go-reqrep", os.path.join(BUILD, "libgoreqrep.so"))]
+    if any(c.name == "jsonbus" for c in contenders):
+        rr.append(Contender("jsonbus", jb_lib))
+    if phases & {"request", "timers"}:
+        for c in list(rr):
+            if c.name == "jsonbus":
+                r = infos.get("jsonbus", {})
+            else:
+                r = run_driver(c, ["info"], 30) if os.path.exists(c.lib) else {"error": f"no {c.lib}"}
+            if "error" in r:
+                notes.append(f"{c.name}: does not load ({r['error']}); left out of request/timers.")
+                rr.remove(c)
+                continue
+            if c.name == "jsonbus" and r.get("request_api") is False:
+                notes.append("jsonbus: this build has no jsonbus_request/jsonbus_reply: request prints n/a.")
+            if c.name == "jsonbus" and r.get("timers_api") is False:
+                notes.append("jsonbus: this build has no jsonbus_publish_after: timers prints n/a.")
+    rnames = [c.name for c in rr]
 
     raw = open(os.path.join(RESULTS, "raw.jsonl"), "w")
     results = []
@@ -298,6 +332,26 @@ def main():
                     r = run_driver(c, ["limited", M["limited_n"], 200, lm, QUEUE_LIMIT], 300)
                     record(c, rnd, r, workload="limited", mode=lm)
 
+    # ---------------- request/reply: N requesters, sequential round trips ----------------
+    if "request" in phases and rr:
+        for rnd in range(M["rounds"]):
+            log(f"request round {rnd + 1}/{M['rounds']} ({time.time() - t_start:.0f}s)")
+            k = rnd % len(rr)
+            for q in REQUESTERS:
+                for c in rr[k:] + rr[:k]:
+                    r = run_driver(c, ["request", q, M["request_n"][q], REQUEST_SIZE], 300)
+                    record(c, rnd, r, workload="request", requesters=q)
+
+    # ---------------- timers: publish_after at a rate, lateness at the subscriber ----------------
+    if "timers" in phases and rr:
+        for rnd in range(M["rounds"]):
+            log(f"timers round {rnd + 1}/{M['rounds']} ({time.time() - t_start:.0f}s)")
+            k = rnd % len(rr)
+            for tr in TIMER_RATES:
+                for c in rr[k:] + rr[:k]:
+                    r = run_driver(c, ["timers", tr, M["timers_n"][tr], TIMER_MAX_DELAY_MS], 300)
+                    record(c, rnd, r, workload="timers", rate=tr)
+
     def per_round_self(workload, key, name, num, den):
         # ratio of two configurations (dicts of keys) of one contender, round by round
         out = []
@@ -312,6 +366,22 @@ def main():
         rs = [r for r in results if r.get("workload") == workload and r["contender"] == name
               and all(r.get(kk) == vv for kk, vv in k.items())]
         return bool(rs) and all(r.get("na") for r in rs)
+
+    def measured(workload, name, key, **k):
+        # rows of one contender that measured something (not n/a, not a crash or timeout),
+        # also those whose ok was false (their figures still tell what went wrong)
+        return [r for r in results if r.get("workload") == workload and r["contender"] == name
+                and not r.get("na") and key in r and all(r.get(kk) == vv for kk, vv in k.items())]
+
+    def per_round_m(workload, key, num, den, **k):
+        # per-round ratio num / den over successful, measured runs only
+        out = []
+        for rnd in sorted({r["round"] for r in results if r.get("workload") == workload}):
+            x = [r for r in measured(workload, num, key, round=rnd, **k) if "error" not in r]
+            y = [r for r in measured(workload, den, key, round=rnd, **k) if "error" not in r]
+            if x and y and y[0].get(key):
+                out.append(x[0][key] / y[0][key])
+        return out
 
     # ---------------- callgrind: instructions per message ----------------
     cg = {}
@@ -391,7 +461,10 @@ def main():
     w("Contenders: " + ", ".join(f"`{n}`" for n in names) + ". "
       "`c-queue` = hand-written C, one queue (mutex + ring) per subscriber, one shared refcounted copy, 1 consumer thread; `go-seed` = cgo `//export` + goroutine "
       "per message + encoding/json + WaitGroup; `jsonbus` = default bus (1 dispatcher); `jsonbus-2d` = "
-      "`JSONBUS_DEFAULT_OPTIONS={\"dispatcher_threads\":2}`.")
+      "`JSONBUS_DEFAULT_OPTIONS={\"dispatcher_threads\":2}`."
+      + (" Request/reply and timers: " + ", ".join(f"`{n}`" for n in rnames) + " (`c-reqrep` = hand-written C "
+         "request queue + per-request reply slot; `go-reqrep` = the seed 002 coordinator with one requests and one "
+         "responses channel)." if any(r.get("workload") in ("request", "timers") for r in results) else ""))
     w("")
     w("## Machine and tools")
     w("")
@@ -447,6 +520,34 @@ def main():
             m = med(rs)
             w(f"| publish with `queue_limit` {QUEUE_LIMIT} \"block\" ≤ 1.10x without (ns per publish, 1 pub 1 sub 200 B) "
               f"| {fmt_ratio(rs)} | {'yes' if m and m <= 1.10 else 'NO'} |")
+        if any(r.get("workload") == "request" and r["contender"] == "jsonbus" for r in results):
+            if not measured("request", "jsonbus", "p50_ns"):
+                w("| request/reply: round trip p50 ≤ ½ c-reqrep's, round trips/s ≥ 5x go-reqrep's | "
+                  "n/a (this jsonbus has no jsonbus_request, or every run failed) | NO |")
+            for q in REQUESTERS:
+                rs = per_round_m("request", "p50_ns", "jsonbus", "c-reqrep", requesters=q)
+                if rs:
+                    m = med(rs)
+                    w(f"| request round trip p50 ({q} requester{'s' if q > 1 else ''}, {REQUEST_SIZE} B) ≤ ½ c-reqrep's "
+                      f"| {fmt_ratio(rs)} | {'yes' if m and m <= 0.5 else 'NO'} |")
+            for q in REQUESTERS:
+                rs = per_round_m("request", "rt_per_s", "jsonbus", "go-reqrep", requesters=q)
+                if rs:
+                    m = med(rs)
+                    w(f"| round trips/s ({q} requester{'s' if q > 1 else ''}) ≥ 5x go-reqrep's (seed 002) "
+                      f"| {fmt_ratio(rs)} | {'yes' if m and m >= 5 else 'NO'} |")
+        if any(r.get("workload") == "timers" and r["contender"] == "jsonbus" for r in results):
+            if not measured("timers", "jsonbus", "p99_late_ns"):
+                w("| timer lateness p99 < 1 ms | n/a (this jsonbus has no jsonbus_publish_after, or every run failed) | NO |")
+            for tr in TIMER_RATES:
+                rs = measured("timers", "jsonbus", "p99_late_ns", rate=tr)
+                if rs:
+                    p99 = med([r["p99_late_ns"] for r in rs])
+                    early = sum(r["early"] for r in rs)
+                    lost = sum(r["count"] - r["received"] for r in rs)
+                    w(f"| timer lateness p99 < 1 ms at {tr:,} timers/s, none early, none lost | p99 {fmt_ns(p99)} "
+                      f"(worst round {fmt_ns(max(r['p99_late_ns'] for r in rs))}), {early} early, {lost} lost | "
+                      f"{'yes' if p99 < 1e6 and early == 0 and lost == 0 else 'NO'} |")
         jl = med([r["p50_ns"] for r in sel(workload="lat", contender="jsonbus", label="20000")])
         cl = med([r["p50_ns"] for r in sel(workload="lat", contender="c-queue", label="20000")])
         if jl and cl:
@@ -663,6 +764,86 @@ def main():
                                  f"publisher CPU {fmt_ratio(per_round_self('limited', 'pub_cpu_ns_per_msg', n, {'mode': lm}, {'mode': 'none'}))}")
                 w(f"{n}, per-round ratios: " + "; ".join(parts) + ".")
                 w("")
+
+    if any(r.get("workload") == "request" for r in results):
+        w(f"## Request/reply: N requester threads, sequential round trips ({REQUEST_SIZE} B, echo responder)")
+        w("")
+        w("One responder subscription on `bench.svc.echo` whose callback echoes each request with `jsonbus_reply`; "
+          "N requester threads each do " + ", ".join(f"{M['request_n'][q]:,} (N = {q})" for q in REQUESTERS)
+          + " sequential `jsonbus_request(…, timeout 10000 ms, …)` calls after 50 warm-up ones, each timed with "
+          "`CLOCK_MONOTONIC`. Each request carries its requester's id and sequence number; a round trip counts "
+          "only if the reply is byte-for-byte its own request. round trips/s = all of them ÷ (last requester's "
+          "end − first requester's start); CPU = user+sys of the whole process ÷ round trips; requester CPU = "
+          "the requester threads' own CPU time ÷ round trips. `c-reqrep` = hand-written C: a mutex + condvar "
+          "queue, one consumer thread, a mutex + condvar reply slot per request, no validation; `go-reqrep` = "
+          "seed 002: one unbuffered requests channel, one unbuffered responses channel, one coordinator "
+          "goroutine calling the C responder through a trampoline, `json.Valid` on request and reply.")
+        w("")
+        w("| requesters | contender | round trips/s | p50 | p90 | p99 | p99.9 | max | CPU / round trip | requester CPU / round trip | failed runs |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        for q in REQUESTERS:
+            for n in rnames:
+                if na("request", n, requesters=q):
+                    w(f"| {q} | {n} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | — |")
+                    continue
+                rs_all = [r for r in results if r.get("workload") == "request" and r["contender"] == n
+                          and r.get("requesters") == q]
+                rs = [r for r in measured("request", n, "p50_ns", requesters=q) if "error" not in r]
+                bad = [r for r in rs_all if "error" in r]
+                if not rs:
+                    if bad:
+                        w(f"| {q} | {n} | failed: {bad[0]['error'][:80]} | | | | | | | | {len(bad)} |")
+                    continue
+                w(f"| {q} | {n} | {fmt_rate(med([r['rt_per_s'] for r in rs]))} | "
+                  f"{fmt_ns(med([r['p50_ns'] for r in rs]))} | {fmt_ns(med([r['p90_ns'] for r in rs]))} | "
+                  f"{fmt_ns(med([r['p99_ns'] for r in rs]))} | {fmt_ns(med([r['p999_ns'] for r in rs]))} | "
+                  f"{fmt_ns(max(r['max_ns'] for r in rs))} | {fmt_ns(med([r['cpu_ns_per_rt'] for r in rs]))} | "
+                  f"{fmt_ns(med([r['requester_cpu_ns_per_rt'] for r in rs]))} | {len(bad) or '—'} |")
+        w("")
+        if "jsonbus" in rnames and measured("request", "jsonbus", "p50_ns"):
+            w("Per-round ratios: " + "; ".join(
+                f"{q} requester{'s' if q > 1 else ''}: jsonbus / c-reqrep p50 "
+                f"{fmt_ratio(per_round_m('request', 'p50_ns', 'jsonbus', 'c-reqrep', requesters=q))}, "
+                f"round trips/s {fmt_ratio(per_round_m('request', 'rt_per_s', 'jsonbus', 'c-reqrep', requesters=q))}; "
+                f"jsonbus / go-reqrep round trips/s {fmt_ratio(per_round_m('request', 'rt_per_s', 'jsonbus', 'go-reqrep', requesters=q))}"
+                for q in REQUESTERS) + ".")
+            w("")
+
+    if any(r.get("workload") == "timers" for r in results):
+        w(f"## Timers: `jsonbus_publish_after` at a fixed rate, lateness at the subscriber")
+        w("")
+        w(f"One thread arms " + ", ".join(f"{M['timers_n'][tr]:,} timers at {tr:,}/s" for tr in TIMER_RATES)
+          + f" (paced with clock_nanosleep: one at a time at 1,000/s, in batches of 100 per millisecond at 100,000/s), each with a delay "
+          f"drawn uniformly from 1..{TIMER_MAX_DELAY_MS} ms (a fixed pseudo-random sequence, so timers are armed "
+          "out of due order) and a 200 B payload carrying its due time = `jsonbus_now_ns()` read just before the "
+          "call + the delay. A callback subscription on the timer topic reads `jsonbus_now_ns()` on entry: "
+          "lateness = that − due, so it includes the hand-off to the dispatcher and the callback's start. "
+          "early = callbacks that ran before their due time (must be 0). Percentiles are medians over rounds, "
+          "max and early are over all rounds. The peers have no timers (n/a).")
+        w("")
+        w("| rate | contender | armed/s | fired / armed | lateness min | p50 | p90 | p99 | p99.9 | max | early | publish_after call p50 / p99 | CPU / timer |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for tr in TIMER_RATES:
+            for n in rnames:
+                if na("timers", n, rate=tr):
+                    w(f"| {tr:,}/s | {n} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
+                    continue
+                rs = measured("timers", n, "p99_late_ns", rate=tr)
+                if not rs:
+                    bad = [r for r in results if r.get("workload") == "timers" and r["contender"] == n
+                           and r.get("rate") == tr and "error" in r]
+                    if bad:
+                        w(f"| {tr:,}/s | {n} | failed: {bad[0]['error'][:80]} | | | | | | | | | | |")
+                    continue
+                w(f"| {tr:,}/s | {n} | {fmt_rate(med([r['achieved_rate'] for r in rs]))} | "
+                  f"{sum(r['received'] for r in rs):,} / {sum(r['count'] for r in rs):,} | "
+                  f"{fmt_ns(min(r['min_late_ns'] for r in rs)) if min(r['min_late_ns'] for r in rs) >= 0 else str(min(r['min_late_ns'] for r in rs)) + ' ns'} | "
+                  f"{fmt_ns(med([r['p50_late_ns'] for r in rs]))} | {fmt_ns(med([r['p90_late_ns'] for r in rs]))} | "
+                  f"{fmt_ns(med([r['p99_late_ns'] for r in rs]))} | {fmt_ns(med([r['p999_late_ns'] for r in rs]))} | "
+                  f"{fmt_ns(max(r['max_late_ns'] for r in rs))} | {sum(r['early'] for r in rs)} | "
+                  f"{fmt_ns(med([r['call_p50_ns'] for r in rs]))} / {fmt_ns(med([r['call_p99_ns'] for r in rs]))} | "
+                  f"{fmt_ns(med([r['cpu_ns_per_timer'] for r in rs]))} |")
+        w("")
 
     if cg:
         w(f"## Instructions per message (callgrind, tput 1 pub 200 B 1 sub; (Ir(3N) − Ir(N)) ÷ 2N, N = {M['cg_n']:,})")

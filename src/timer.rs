@@ -57,6 +57,10 @@ struct State {
     closed: bool,
 }
 
+/// How long before a timer is due the timer thread stops sleeping and spins (yielding the CPU
+/// to any other runnable thread as it does).
+const SPIN_BEFORE: Duration = Duration::from_micros(200);
+
 /// Stale heap entries tolerated before a sweep (and at least as many as live ones).
 const SWEEP_ABOVE: usize = 1024;
 
@@ -148,6 +152,7 @@ impl Timers {
     /// to `fire`, in due order, until `close`.
     pub(crate) fn serve(&self, mut fire: impl FnMut(Due)) {
         let mut s = self.state();
+        let mut last_fired: Option<Instant> = None;
         loop {
             if s.closed {
                 return;
@@ -157,13 +162,34 @@ impl Timers {
                 continue;
             };
             let now = Instant::now();
-            if at > now {
+            // Spin only while timers are sparse: when they come faster, the thread is awake
+            // anyway, and spinning would take the CPU from the dispatchers.
+            let spin = match last_fired {
+                Some(t) => now.duration_since(t) > SPIN_BEFORE,
+                None => true,
+            };
+            if at > now + SPIN_BEFORE || (at > now && !spin) {
+                let nap = match spin {
+                    true => at - now - SPIN_BEFORE,
+                    false => at - now,
+                };
+                // Sleep until a little before it is due, then spin to it (below): a sleeping
+                // thread wakes up late by tens of microseconds, and by a millisecond and more
+                // now and then on a busy or virtual machine.
                 s = self
                     .cv
-                    .wait_timeout(s, at - now)
+                    .wait_timeout(s, nap)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
                 continue;
+            }
+            if at > now {
+                drop(s);
+                while Instant::now() < at {
+                    std::thread::yield_now();
+                }
+                s = self.state();
+                continue; // set or cancel may have changed what is first
             }
             s.heap.pop();
             let Some(due) = s.pending.remove(&id) else {
@@ -174,6 +200,7 @@ impl Timers {
             }
             drop(s);
             fire(due);
+            last_fired = Some(Instant::now());
             s = self.state();
         }
     }

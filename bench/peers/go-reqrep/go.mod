@@ -1,0 +1,3 @@
+module jsonbus.bench/goreqrep
+
+go 1.22
