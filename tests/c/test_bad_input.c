@@ -137,6 +137,37 @@ static void row_in_cb(int line, const char *input, struct in_cb *r, int32_t code
                r->text, line);
 }
 
+/* ---- Part 2B: requests and timers ---- */
+static struct in_cb cb_request;
+static jsonbus *request_bus;
+static int32_t requesting(const jsonbus_message *m, void *ud) {
+    (void)m;
+    (void)ud;
+    char *reply = NULL;
+    keep(&cb_request, jsonbus_request(request_bus, "svc", "1", 1, 100, &reply, NULL));
+    return JSONBUS_OK;
+}
+static int32_t silent(const jsonbus_message *m, void *ud) {
+    (void)m;
+    (void)ud;
+    return JSONBUS_OK;
+}
+static void on_reply_noop(int32_t status, const jsonbus_message *reply, void *ud) {
+    (void)status;
+    (void)reply;
+    (void)ud;
+}
+static int32_t request_status(jsonbus *b, const char *topic, const char *json, int32_t timeout) {
+    char *reply = NULL;
+    int32_t rc = jsonbus_request(b, topic, json, json ? strlen(json) : 0, timeout, &reply, NULL);
+    if (reply != NULL) jsonbus_string_free(reply);
+    return rc;
+}
+static int32_t after_status(jsonbus *b, const char *topic, const char *json) {
+    int64_t id = jsonbus_publish_after(b, topic, json, json ? strlen(json) : 0, 10);
+    return id > 0 ? JSONBUS_OK : (int32_t)id;
+}
+
 static char *repeat(char c, size_t n, const char *tail) {
     size_t t = strlen(tail);
     char *s = malloc(n + t + 1);
@@ -378,6 +409,52 @@ int main(int argc, char **argv) {
     jsonbus *full = NEW_BUS("{\"queue_capacity\":1,\"publish_timeout_ms\":0}");
     PUBLISH(full, "f", "1"); /* unrouted: released at once */
     jsonbus_free(full);
+
+    /* ---- Part 2B: requests and timers ---- */
+    request_bus = NEW_BUS("{\"queue_capacity\":2,\"publish_timeout_ms\":0}");
+    jsonbus *rb = request_bus;
+    char *reply = NULL;
+    ROW("`jsonbus_request(NULL, ...)`", jsonbus_request(NULL, "svc", "1", 1, 0, &reply, NULL), JSONBUS_ERR_NULL, "bus is NULL");
+    ROW("`jsonbus_request(bus, t, j, n, ms, NULL, len)` (reply)", jsonbus_request(rb, "svc", "1", 1, 0, NULL, NULL), JSONBUS_ERR_NULL, "reply is NULL");
+    ROW("`jsonbus_request(bus, NULL, ...)` (topic)", request_status(rb, NULL, "1", 0), JSONBUS_ERR_NULL, "topic is NULL");
+    ROW("`jsonbus_request` on a wildcard topic `svc.*`", request_status(rb, "svc.*", "1", 0), JSONBUS_ERR_TOPIC, "only subscription patterns");
+    ROW("`jsonbus_request` with invalid JSON `{`", request_status(rb, "svc", "{", 0), JSONBUS_ERR_JSON, "not valid JSON");
+    ROW("`jsonbus_request` that no subscription matches", request_status(rb, "svc", "1", 1000), JSONBUS_ERR_NO_RESPONDERS, "no subscription matches \"svc\"");
+    ROW("`jsonbus_request_async(..., NULL, ud)` (cb)", jsonbus_request_async(rb, "svc", "1", 1, 0, NULL, NULL), JSONBUS_ERR_NULL, "cb is NULL");
+    ROW("`jsonbus_request_async` that no subscription matches (cb never called)", jsonbus_request_async(rb, "svc", "1", 1, 0, on_reply_noop, NULL), JSONBUS_ERR_NO_RESPONDERS, "no responder");
+    int64_t quiet = jsonbus_subscribe(rb, "svc", silent, NULL);
+    CHECK(quiet > 0);
+    ROW("`jsonbus_request` whose responder never answers (10 ms)", request_status(rb, "svc", "1", 10), JSONBUS_ERR_TIMEOUT, "no reply to the request on \"svc\" within 10 ms");
+    CHECK_OK(jsonbus_unsubscribe(rb, quiet));
+    SUBSCRIBE(rb, "ask", requesting, NULL);
+    PUBLISH(rb, "ask", "1");
+    CHECK_OK(jsonbus_flush(rb, 5000));
+    row_in_cb(__LINE__, "`jsonbus_request` on its own bus from a callback", &cb_request, JSONBUS_ERR_DEADLOCK, "use jsonbus_request_async there");
+    jsonbus_message plain = {"t", 1, "1", 1, 1, 0, 1, NULL, 0};
+    ROW("`jsonbus_reply(bus, NULL, ...)` (request)", jsonbus_reply(rb, NULL, "1", 1), JSONBUS_ERR_NULL, "request is NULL");
+    ROW("`jsonbus_reply` to a message without `reply_to`", jsonbus_reply(rb, &plain, "1", 1), JSONBUS_ERR_NOT_FOUND, "no reply_to");
+    jsonbus_message asked = {"t", 1, "1", 1, 1, 0, 1, "_INBOX.x.1", 10};
+    ROW("`jsonbus_reply` with invalid JSON `[1,`", jsonbus_reply(rb, &asked, "[1,", 3), JSONBUS_ERR_JSON, "not valid JSON");
+    ROW("`jsonbus_publish_after(NULL, ...)`", after_status(NULL, "t", "1"), JSONBUS_ERR_NULL, "bus is NULL");
+    ROW("`jsonbus_publish_after(bus, NULL, ...)` (topic)", after_status(rb, NULL, "1"), JSONBUS_ERR_NULL, "topic is NULL");
+    ROW("`jsonbus_publish_after` on topic `a..b`", after_status(rb, "a..b", "1"), JSONBUS_ERR_TOPIC, "token 2 is empty");
+    ROW("`jsonbus_publish_after` with invalid UTF-8", after_status(rb, "t", "\"\xff\""), JSONBUS_ERR_UTF8, "UTF-8");
+    int64_t t1 = jsonbus_publish_after(rb, "t", "1", 1, 60000);
+    int64_t t2 = jsonbus_publish_after(rb, "t", "2", 1, 60000);
+    CHECK(t1 > 0 && t2 > 0);
+    ROW("`jsonbus_publish_after` while pending timers fill `queue_capacity` 2", after_status(rb, "t", "3"), JSONBUS_ERR_FULL, "the bus is full (2 messages held");
+    ROW("`jsonbus_cancel(NULL, id)`", jsonbus_cancel(NULL, t1), JSONBUS_ERR_NULL, "bus is NULL");
+    CHECK_OK(jsonbus_cancel(rb, t1));
+    ROW("`jsonbus_cancel` of a timer already cancelled", jsonbus_cancel(rb, t1), JSONBUS_ERR_NOT_FOUND, "no pending timer");
+    ROW("`jsonbus_cancel` of an id no timer has (-5)", jsonbus_cancel(rb, -5), JSONBUS_ERR_NOT_FOUND, "no pending timer -5");
+    CHECK_OK(jsonbus_close(rb, -1));
+    ROW("`jsonbus_cancel` of a timer discarded by `jsonbus_close`", jsonbus_cancel(rb, t2), JSONBUS_ERR_NOT_FOUND, "discarded by close");
+    ROW("`jsonbus_request` after close", request_status(rb, "svc", "1", 0), JSONBUS_ERR_CLOSED, "cannot make a request");
+    ROW("`jsonbus_publish_after` after close", after_status(rb, "t", "1"), JSONBUS_ERR_CLOSED, "cannot set a timer");
+    jsonbus_free(rb);
+    jsonbus *now = NEW_BUS(NULL);
+    row_value(__LINE__, "`jsonbus_publish_after` with `delay_ms` -5 or `INT64_MAX`", jsonbus_publish_after(now, "t", "1", 1, -5) > 0 && jsonbus_publish_after(now, "t", "1", 1, INT64_MAX) > 0, "a timer id: negative fires at once, more than 2^40 ms is taken as 2^40");
+    jsonbus_free(now);
 
     jsonbus_free(bus);
     CHECK_SOFT_DONE();
