@@ -78,7 +78,7 @@ T=$DIR/plain/tests/c
 if [ "$MODE" = quick ]; then
   step "valgrind memcheck on fast C tests"
   for t in test_errors test_json test_topics test_options test_stats test_reentrant \
-           test_unsubscribe test_bad_input; do
+           test_unsubscribe test_bad_input test_request; do
     vg "$t" "$T/$t"
   done
   vg test_dlopen_cycles "$T/test_dlopen_cycles" --cycles 20
@@ -86,7 +86,8 @@ else
   step "valgrind memcheck on every C test and example"
   for t in test_order test_serial test_unsubscribe test_reentrant test_full test_close \
            test_flush test_default_bus test_errors test_json test_topics test_options \
-           test_stats test_bad_input test_limits test_end_notice test_pull test_groups; do
+           test_stats test_bad_input test_limits test_end_notice test_pull test_groups \
+           test_request test_timers; do
     vg "$t" "$T/$t"
   done
   vg header_c99 "$T/header_c99"
