@@ -150,10 +150,12 @@ impl Shared {
                     }
                     routed
                 };
-                drop(core);
+                // Under the bus lock, so that a close (which takes it first) finds the answer
+                // on its way: a woken caller, or a reply callback on the run queue.
                 if let Some((waiter, m)) = answered {
                     self.answer(waiter, Ok(m));
                 }
+                drop(core);
                 return Ok(Published { seq, routed });
             }
             let mut answered = None;
@@ -166,12 +168,12 @@ impl Shared {
                 answered.is_some()
             }) {
                 Ok((seq, routed, slow)) => {
+                    if let Some((waiter, m)) = answered.take() {
+                        self.answer(waiter, Ok(m)); // under the bus lock, as above
+                    }
                     drop(core);
                     for sub in &slow {
                         self.after_end(sub);
-                    }
-                    if let Some((waiter, m)) = answered {
-                        self.answer(waiter, Ok(m));
                     }
                     return Ok(Published { seq, routed });
                 }

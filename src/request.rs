@@ -150,6 +150,15 @@ impl Requests {
         self.table().waiting.remove(&n)
     }
 
+    /// Runs `f` while request `n` still waits, holding the table's lock (so that nobody takes
+    /// it meanwhile); does nothing once it has been taken.
+    pub(crate) fn while_waiting(&self, n: u64, f: impl FnOnce()) {
+        let t = self.table();
+        if t.waiting.contains_key(&n) {
+            f();
+        }
+    }
+
     /// Sorts out a message published on `topic` (which starts with `_INBOX.`).
     pub(crate) fn claim(&self, topic: &str) -> Claim {
         let Some(n) = topic.strip_prefix(self.prefix.as_str()) else {
@@ -256,8 +265,13 @@ impl Bus {
         let timer = expiry.map_or(0, |(id, _)| id);
         let n = self.send_request(topic, json, Waiter::Callback(callback, timer))?;
         if let Some((id, at)) = expiry {
+            // Only while it still waits, under the table's lock: a reply that comes later
+            // cancels the timer, and one that came already leaves no timer behind. (Set only
+            // now, so that a short time-out cannot end a request before it was published.)
             // Refused only once the bus is closing, which answers the request itself.
-            let _ = s.timers.set(id, at, Due::Expire(n));
+            s.requests.while_waiting(n, || {
+                let _ = s.timers.set(id, at, Due::Expire(n));
+            });
         }
         Ok(())
     }
@@ -384,5 +398,32 @@ mod tests {
             Some(Err(Status::Closed))
         ));
         t.join().unwrap();
+    }
+
+    #[test]
+    fn an_answered_async_request_leaves_no_time_out_behind() {
+        use crate::options::Options;
+        let bus = Bus::new(Options::default()).unwrap();
+        let b = bus.clone();
+        let echo: crate::subscription::Callback = Box::new(move |d| {
+            b.reply(d.message.reply_to(), d.message.json()).unwrap();
+            crate::status::OK
+        });
+        bus.subscribe("svc", echo).unwrap();
+        let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for _ in 0..200 {
+            let a = answered.clone();
+            let cb: ReplyCallback = Box::new(move |r| {
+                assert!(r.is_ok());
+                a.fetch_add(1, SeqCst);
+            });
+            let hour = Some(Duration::from_secs(3600));
+            bus.request_async("svc", b"1", hour, cb).unwrap();
+        }
+        bus.flush(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(answered.load(SeqCst), 200);
+        // Every reply cancelled its request's time-out (or came before it and left none set).
+        assert_eq!(bus.shared.timers.pending(), 0);
+        bus.close(None).unwrap();
     }
 }

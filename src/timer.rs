@@ -123,6 +123,12 @@ impl Timers {
         Some(due)
     }
 
+    /// Timers pending now, request time-outs included.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        self.state().pending.len()
+    }
+
     /// `publish_after` timers pending now.
     pub(crate) fn pending_publishes(&self) -> usize {
         self.state().publishes

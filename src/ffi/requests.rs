@@ -99,6 +99,14 @@ pub extern "C" fn jsonbus_request(
 /// (or `jsonbus_free`) returns. Or returns an error and never calls `cb`: NULL (`cb` too),
 /// NO_RESPONDERS, CLOSED, INTERNAL (the bus's timer thread could not start), or a publish's
 /// errors. Works from a callback of the same bus, even with one dispatcher thread.
+///
+/// `cb` may run before this call returns (a responder can answer in microseconds): set up
+/// everything it reads first. One exception to "on a dispatcher thread": a time-out that fires
+/// while the bus closes, after its dispatcher threads have stopped, calls `cb` (with
+/// `JSONBUS_ERR_TIMEOUT`) on the thread of that `jsonbus_close` / `jsonbus_free` before it
+/// returns - so do not hold a lock around `jsonbus_close` that `cb` takes. Time-outs are kept
+/// by the bus's timer thread, as `jsonbus_publish_after` timers are: while a due timer's
+/// message waits for room in a "block" subscription, time-outs wait too.
 #[no_mangle]
 pub extern "C" fn jsonbus_request_async(
     bus: *mut jsonbus,
@@ -134,7 +142,10 @@ pub extern "C" fn jsonbus_request_async(
 /// Answers the request `request` (the message a responder's callback got) with `json_len`
 /// bytes of JSON: `jsonbus_publish` on its `reply_to`, with the same checks and errors.
 /// `JSONBUS_ERR_NOT_FOUND` when the message has no `reply_to` (it was not sent as a request).
-/// Call it during the callback, or copy `reply_to` and publish on it later.
+/// Call it during the callback, or copy `reply_to` and publish on it later. From a callback of
+/// the same bus it never waits for room (a publish from a callback never does): on a full bus
+/// it fails at once with `JSONBUS_ERR_FULL`, and the requester gets no reply (it times out).
+/// `reply_to` is read as a NUL-terminated topic; `reply_to_len` is not trusted.
 #[no_mangle]
 pub extern "C" fn jsonbus_reply(
     bus: *mut jsonbus,
