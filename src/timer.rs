@@ -168,23 +168,16 @@ impl Timers {
                 continue;
             };
             let now = Instant::now();
-            // Spin only while timers are sparse: when they come faster, the thread is awake
-            // anyway, and spinning would take the CPU from the dispatchers.
-            let spin = match last_fired {
-                Some(t) => now.duration_since(t) > SPIN_BEFORE,
-                None => true,
-            };
-            if at > now + SPIN_BEFORE || (at > now && !spin) {
-                let nap = match spin {
-                    true => at - now - SPIN_BEFORE,
-                    false => at - now,
-                };
-                // Sleep until a little before it is due, then spin to it (below): a sleeping
-                // thread wakes up late by tens of microseconds, and by a millisecond and more
-                // now and then on a busy or virtual machine.
+            // Sleep until a little before a sparse timer is due, then spin to it (below): a
+            // sleeping thread wakes up late by tens of microseconds, and by a millisecond and
+            // more now and then on a busy or virtual machine. While timers come faster the
+            // thread is awake anyway, and spinning would take the CPU from the dispatchers.
+            let sparse = last_fired.map_or(true, |t| now.duration_since(t) > SPIN_BEFORE);
+            let lead = if sparse { SPIN_BEFORE } else { Duration::ZERO };
+            if at > now + lead {
                 s = self
                     .cv
-                    .wait_timeout(s, nap)
+                    .wait_timeout(s, at - now - lead)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
                 continue;

@@ -23,11 +23,6 @@ pub type jsonbus_reply_callback = Option<
     unsafe extern "C" fn(status: i32, reply: *const jsonbus_message, user_data: *mut c_void),
 >;
 
-/// A time-out argument of a request: negative waits without limit.
-fn request_timeout(ms: i32) -> Option<Duration> {
-    timeout(ms)
-}
-
 /// Publishes a request on `topic` and waits for its first reply.
 ///
 /// The request is a publish like `jsonbus_publish` (checked and copied before the call
@@ -73,7 +68,7 @@ pub extern "C" fn jsonbus_request(
             let b = open(bus)?;
             let (topic, bytes) =
                 message_args(&b, topic, json, Some(json_len), "cannot make a request")?;
-            let m = b.request(topic, bytes, request_timeout(timeout_ms))?;
+            let m = b.request(topic, bytes, timeout(timeout_ms))?;
             let copy = CString::new(m.json())
                 .map_err(|_| Error::new(Status::Internal, "the reply holds a NUL byte"))?;
             Ok((copy, m.json().len()))
@@ -134,7 +129,7 @@ pub extern "C" fn jsonbus_request_async(
                 // SAFETY: as above; `reply` is NULL when there is none.
                 Err(s) => unsafe { f(s.code(), std::ptr::null(), data.get()) },
             });
-            b.request_async(topic, bytes, request_timeout(timeout_ms), callback)
+            b.request_async(topic, bytes, timeout(timeout_ms), callback)
         })())
     })
 }

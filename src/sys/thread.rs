@@ -109,15 +109,19 @@ mod tests {
             unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) }
         };
         let before = slack();
+        // Read on the started thread, asserted here: a panic there would end that thread only.
+        let seen = Arc::new(AtomicUsize::new(usize::MAX));
+        let s = seen.clone();
         let t = spawn(
             "jsonbus-slack",
             Box::new(move || {
                 precise_sleeps();
-                assert_eq!(slack(), 1);
+                s.store(slack() as usize, SeqCst);
             }),
         )
         .unwrap();
         t.join();
+        assert_eq!(seen.load(SeqCst), 1, "the started thread's slack");
         assert_eq!(slack(), before, "the calling thread keeps its own");
     }
 
