@@ -257,11 +257,25 @@ static CHECK_UNUSED double now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+#ifdef _WIN32
+/* Sleeps at least `us`. winpthreads' nanosleep truncates to whole milliseconds (a 400 us sleep
+ * returns at once, 1600 us sleeps 1.45 ms), so: Sleep() in whole milliseconds, rounded up,
+ * until the monotonic clock says the time is over. */
+static CHECK_UNUSED void sleep_us(long us) {
+    double end = now_ms() + (double)us / 1000.0;
+    for (;;) {
+        double left = end - now_ms();
+        if (left <= 0) return;
+        Sleep((DWORD)left + 1);
+    }
+}
+#else
 static CHECK_UNUSED void sleep_us(long us) {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
 }
+#endif
 
 static CHECK_UNUSED void sleep_ms(long ms) { sleep_us(ms * 1000); }
 
