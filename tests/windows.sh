@@ -8,7 +8,8 @@
 #
 # Environment:
 #   JSONBUS_WINDOWS_BUILD   build directory (default: build-windows in the repository)
-#   WINEPREFIX              Wine prefix (default: <build directory>/wineprefix, made here)
+#   WINEPREFIX              Wine prefix (default: <build directory>/wineprefix, made here, with
+#                           a wineserver of its own for the run, ended at the end)
 #   JSONBUS_WINDOWS_CARGO_TEST=0   skip the Rust tests under Wine
 #   JSONBUS_WINDOWS_CTEST_EXCLUDE  ctest -E regex of tests to leave out (default: see below;
 #                                  set but empty runs them all)
@@ -65,16 +66,31 @@ step_done
 
 # ---- 2. Wine prefix (headless) ------------------------------------------------------------
 step "wine prefix"
-export WINEPREFIX="${WINEPREFIX:-$BUILD/wineprefix}"
+own_prefix=0
+if [ -z "${WINEPREFIX:-}" ]; then
+    own_prefix=1
+    export WINEPREFIX="$BUILD/wineprefix"
+fi
 export WINEDEBUG=-all
 # console programs need no display; without DISPLAY wineboot makes no windows either
 unset DISPLAY WAYLAND_DISPLAY
 export WINEDLLOVERRIDES="mscoree,mshtml=" # no Mono/Gecko install prompts
 mkdir -p "$BUILD"
-# wait for this prefix's wineserver to go (it ends a few seconds after its last program)
-trap 'timeout 60 wineserver -w 2>/dev/null || true' EXIT
 if [ ! -f "$WINEPREFIX/system.reg" ]; then
     timeout 300 wineboot -i
+fi
+if [ "$own_prefix" = 1 ]; then
+    # One wineserver for the whole run, ended at the end: by default it exits 3 s after its
+    # last program, and a program that starts just then fails ("wine client error: recvmsg:
+    # Connection reset by peer").
+    timeout 60 wineserver -w # wineboot's server, if it is still there
+    timeout 60 wineserver -p
+    trap 'wineserver -k 2>/dev/null || true' EXIT
+    # Wine's services start with the first program and inherit its output: start them here,
+    # not in a test that ctest or cargo test would then wait for (CMake has a fixture too)
+    timeout 120 wine cmd /c exit 0 </dev/null >/dev/null 2>&1
+else
+    trap 'timeout 60 wineserver -w 2>/dev/null || true' EXIT
 fi
 step_done
 
