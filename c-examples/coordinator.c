@@ -20,6 +20,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,7 +94,7 @@ static int32_t coordinator(const jsonbus_message *req, void *user_data) {
 /* ---- part 1: requesters ---- */
 
 static void *requester(void *arg) {
-    int id = (int)(long)arg, right = 0;
+    int id = (int)(intptr_t)arg, right = 0;
     for (int k = 0; k < KEYS_EACH; k++) {
         char req[96], *reply = NULL;
         long value = id * 1000 + k;
@@ -135,7 +136,7 @@ static void *requester(void *arg) {
 static atomic_int answered[WORKERS];
 
 static int32_t worker(const jsonbus_message *req, void *user_data) {
-    int me = (int)(long)user_data;
+    int me = (int)(intptr_t)user_data;
     long x = atol(req->json); /* the request is a number */
     char answer[32];
     int n = snprintf(answer, sizeof answer, "%ld", x * x);
@@ -144,7 +145,7 @@ static int32_t worker(const jsonbus_message *req, void *user_data) {
 }
 
 static void *squarer(void *arg) {
-    int id = (int)(long)arg;
+    int id = (int)(intptr_t)arg;
     for (int i = 0; i < SQUARES_EACH; i++) {
         long x = id * SQUARES_EACH + i;
         char req[24], *reply = NULL;
@@ -159,7 +160,7 @@ static void *squarer(void *arg) {
 
 static void run_threads(void *(*body)(void *)) {
     pthread_t threads[REQUESTERS];
-    for (long i = 0; i < REQUESTERS; i++) pthread_create(&threads[i], NULL, body, (void *)i);
+    for (intptr_t i = 0; i < REQUESTERS; i++) pthread_create(&threads[i], NULL, body, (void *)i);
     for (int i = 0; i < REQUESTERS; i++) pthread_join(threads[i], NULL);
 }
 
@@ -172,7 +173,7 @@ int main(void) {
     run_threads(requester);
 
     /* part 2: four workers share the requests on "square", each answered by one */
-    for (long w = 0; w < WORKERS; w++)
+    for (intptr_t w = 0; w < WORKERS; w++)
         if (jsonbus_subscribe_with(bus, "square", "{\"group\":\"workers\"}", worker, NULL,
                                    (void *)w) <= 0)
             return 1;

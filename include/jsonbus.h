@@ -471,7 +471,9 @@ struct jsonbus *jsonbus_default(void);
  * Closes the default bus as `jsonbus_close` does; the next call through `jsonbus_default()`
  * or the quick API opens a fresh one. A call racing with the shutdown completes on the old
  * bus, fails with `JSONBUS_ERR_CLOSED`, or lands on the new one. Once every bus is closed or
- * freed and this has returned, the library can be unloaded (`dlclose`). From a callback of
+ * freed and this has returned, the library can be unloaded (`dlclose`; Windows:
+ * `FreeLibrary`, where Rust's std keeps one TLS index of the process's 1088 taken for each
+ * load, so a process can load and unload jsonbus.dll about 1,080 times). From a callback of
  * the default bus: `JSONBUS_ERR_DEADLOCK`.
  */
 int32_t jsonbus_shutdown(int32_t timeout_ms);
@@ -650,6 +652,11 @@ void jsonbus_message_release(struct jsonbus_message *msg);
  * Returns the descriptor (>= 0), `JSONBUS_ERR_NOT_FOUND` (not a pull subscription of this
  * bus), `JSONBUS_ERR_UNSUPPORTED` on Windows, or `JSONBUS_ERR_INTERNAL` if the system refused
  * a descriptor (the message says why).
+ *
+ * Windows has no descriptor that `poll` would see: there it is `JSONBUS_ERR_UNSUPPORTED` for
+ * every pull subscription, with a last error that says so (an unknown id is still
+ * `JSONBUS_ERR_NOT_FOUND`). The subscription itself works: wait in `jsonbus_next` with a
+ * timeout instead, the same on every platform.
  */
 int32_t jsonbus_pull_fd(struct jsonbus *bus, int64_t subscription);
 

@@ -8,6 +8,7 @@ use crate::flush::Epoch;
 use crate::message::Spares;
 use crate::options::{Options, SubscribeOptions};
 use crate::request::Requests;
+use crate::router::IdMap;
 use crate::router::Router;
 use crate::stats::{Stats, REJECT_REASONS};
 use crate::status::{Error, Status};
@@ -16,7 +17,6 @@ use crate::subscription::{Callback, Consumer, NotNext, Pulled, Subscription, Sub
 use crate::sys::thread::{self, Thread};
 use crate::timer::{Due, Timers};
 use crate::topic::{self, Kind};
-use std::collections::HashMap;
 use std::sync::atomic::{
     AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
 };
@@ -51,7 +51,7 @@ pub struct Shared {
     /// complete (its last invocation and its end notice returned), a pull subscription until
     /// `unsubscribe` releases it or the bus is dropped. Apart from the bus lock, so that
     /// `jsonbus_next` does not contend with publishers; taken after it when both are needed.
-    known: Mutex<HashMap<i64, Arc<Subscription>>>,
+    known: Mutex<IdMap<i64, Arc<Subscription>>>,
     /// Messages handed out by `next` and not yet released.
     outstanding: Arc<AtomicUsize>,
     /// Allocations of delivered messages, for the next publishes to reuse.
@@ -155,7 +155,7 @@ impl Bus {
             closing: Mutex::new(()),
             finished: AtomicBool::new(false),
             discarding: AtomicBool::new(false),
-            known: Mutex::new(HashMap::new()),
+            known: Mutex::new(IdMap::default()),
             outstanding: Arc::default(),
             spares: Arc::new(Spares::new()),
             requests: Requests::new(id),
@@ -587,7 +587,7 @@ impl Shared {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn known(&self) -> MutexGuard<'_, HashMap<i64, Arc<Subscription>>> {
+    fn known(&self) -> MutexGuard<'_, IdMap<i64, Arc<Subscription>>> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 

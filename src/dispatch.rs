@@ -8,6 +8,8 @@ use crate::message::Message;
 use crate::status::UNSUBSCRIBE;
 use crate::subscription::end::EndReason;
 use crate::subscription::{Delivery, Subscription};
+#[cfg(windows)]
+use crate::sys::local::OsLocal;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -99,6 +101,7 @@ impl RunQueue {
     }
 }
 
+#[cfg(not(windows))]
 thread_local! {
     /// The bus id and the subscription whose callback or end notice this thread runs (0
     /// between callbacks); on a dispatcher thread the bus id is its own all the time. Zero
@@ -111,6 +114,15 @@ thread_local! {
     /// its callback publishes. Only dispatcher threads ever touch it (it has a destructor).
     static PARENT: RefCell<Option<Arc<Epoch>>> = const { RefCell::new(None) };
 }
+
+// Windows: the same three in OS TLS indexes that are given back when the DLL is unloaded
+// (std's `thread_local!` would keep three taken for every load: see `sys::local`).
+#[cfg(windows)]
+static CURRENT: OsLocal<Cell<(u64, i64)>> = OsLocal::new();
+#[cfg(windows)]
+static DISPATCHER: OsLocal<Cell<u64>> = OsLocal::new();
+#[cfg(windows)]
+static PARENT: OsLocal<RefCell<Option<Arc<Epoch>>>> = OsLocal::new();
 
 /// Whether this thread is a dispatcher of bus `bus_id`, or runs one of its end notices (so
 /// it is inside a callback of that bus whenever it runs host code).

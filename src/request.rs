@@ -6,9 +6,9 @@ use crate::bus::{closed_error, deadline, Bus, Outcome, Shared};
 use crate::dispatch::{self, Job};
 use crate::message::Message;
 use crate::publish::Wait;
+use crate::router::IdMap;
 use crate::status::{Error, Status};
 use crate::timer::{self, Due};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -107,7 +107,7 @@ pub(crate) struct Requests {
 #[derive(Default)]
 struct Table {
     next: u64,
-    waiting: HashMap<u64, Waiter>,
+    waiting: IdMap<u64, Waiter>,
     closed: bool,
 }
 

@@ -168,6 +168,12 @@ fn remove_in<T>(node: &mut Node<T>, tokens: &[&str], id: i64) -> Option<T> {
     }
 }
 
+/// A map keyed by ids that the library hands out itself (subscriptions, timers, requests):
+/// hashed with [`FxHasher`], not std's `RandomState`, since nobody chooses the keys, and
+/// `RandomState` takes a thread-local on every thread that makes a map (on Windows an OS TLS
+/// index that std never gives back, one per load of the DLL).
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
 /// The Fx hash (from rustc): a multiply and a rotate per word; tokens are short and come from
 /// the host program, so speed matters and flooding is not a threat.
 #[derive(Default, Clone, Copy)]

@@ -6,10 +6,11 @@
 use crate::bus::{closed_error, Bus, Outcome, Shared};
 use crate::message::Message;
 use crate::publish::Wait;
+use crate::router::IdMap;
 use crate::status::{Error, Status};
 use crate::sys::thread::{self, Thread};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -52,7 +53,7 @@ struct State {
     heap: BinaryHeap<Reverse<(Instant, i64)>>,
     /// The timers still pending. A cancelled timer leaves its heap entry behind (skipped when
     /// it comes up, or swept once such entries are the majority).
-    pending: HashMap<i64, Due>,
+    pending: IdMap<i64, Due>,
     publishes: usize,
     closed: bool,
 }

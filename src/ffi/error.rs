@@ -2,7 +2,7 @@
 //!
 //! The last error lives in a fixed buffer in a thread-local without a destructor, so a host
 //! thread that calls jsonbus registers nothing that would keep the library mapped after
-//! `dlclose`.
+//! `dlclose`. On Windows it is an `OsLocal`, whose TLS index is freed on unload.
 
 use crate::status::{Error, Status, OK};
 use std::cell::RefCell;
@@ -17,9 +17,24 @@ struct Last {
     text: [u8; CAPACITY],
 }
 
+impl Default for Last {
+    fn default() -> Last {
+        Last {
+            status: OK,
+            text: [0; CAPACITY],
+        }
+    }
+}
+
+#[cfg(not(windows))]
 thread_local! {
     static LAST: RefCell<Last> = const { RefCell::new(Last { status: OK, text: [0; CAPACITY] }) };
 }
+
+/// Windows: in an OS TLS index that is given back when the DLL is unloaded (std's
+/// `thread_local!` would keep one taken for every load: see `sys::local`).
+#[cfg(windows)]
+static LAST: crate::sys::local::OsLocal<RefCell<Last>> = crate::sys::local::OsLocal::new();
 
 /// Records a failure as the thread's last error.
 pub fn set(e: &Error) {

@@ -157,6 +157,11 @@ pub extern "C" fn jsonbus_message_release(msg: *mut jsonbus_message) {
 /// Returns the descriptor (>= 0), `JSONBUS_ERR_NOT_FOUND` (not a pull subscription of this
 /// bus), `JSONBUS_ERR_UNSUPPORTED` on Windows, or `JSONBUS_ERR_INTERNAL` if the system refused
 /// a descriptor (the message says why).
+///
+/// Windows has no descriptor that `poll` would see: there it is `JSONBUS_ERR_UNSUPPORTED` for
+/// every pull subscription, with a last error that says so (an unknown id is still
+/// `JSONBUS_ERR_NOT_FOUND`). The subscription itself works: wait in `jsonbus_next` with a
+/// timeout instead, the same on every platform.
 #[no_mangle]
 pub extern "C" fn jsonbus_pull_fd(bus: *mut jsonbus, subscription: i64) -> i32 {
     boundary(|| {

@@ -1,6 +1,8 @@
-//! Operating-system primitives the safe core uses: thread start-up and a pollable readiness
-//! descriptor. Like `ffi`, a place where `unsafe` may live; each block has its SAFETY line and
+//! Operating-system primitives the safe core uses: thread start-up, a pollable readiness
+//! descriptor and (Windows) thread-locals that are given back on unload. Like `ffi`, a place where `unsafe` may live; each block has its SAFETY line and
 //! each primitive its own tests.
 
+#[cfg(windows)]
+pub mod local;
 pub mod notify_fd;
 pub mod thread;

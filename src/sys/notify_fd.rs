@@ -47,7 +47,13 @@ impl NotifyFd {
     pub fn new() -> io::Result<NotifyFd> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            "no pollable descriptor on this platform",
+            if cfg!(windows) {
+                "a pollable descriptor is not supported on Windows (there is no fd for poll); \
+                 wait in jsonbus_next with a timeout instead"
+            } else {
+                "a pollable descriptor is not supported on this platform; wait in \
+                 jsonbus_next with a timeout instead"
+            },
         ))
     }
 

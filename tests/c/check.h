@@ -13,12 +13,29 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 
+#ifdef _WIN32
+/* Windows (mingw-w64): winpthreads gives pthread, clock_gettime and nanosleep; the thread
+ * counts come from Toolhelp32. */
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+#include <tlhelp32.h>
+/* <windows.h>'s 16-bit relics, empty macros that would swallow variables of these names */
+#undef far
+#undef near
+#else
 #include <dirent.h>
+#endif
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,11 +257,25 @@ static CHECK_UNUSED double now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+#ifdef _WIN32
+/* Sleeps at least `us`. winpthreads' nanosleep truncates to whole milliseconds (a 400 us sleep
+ * returns at once, 1600 us sleeps 1.45 ms), so: Sleep() in whole milliseconds, rounded up,
+ * until the monotonic clock says the time is over. */
+static CHECK_UNUSED void sleep_us(long us) {
+    double end = now_ms() + (double)us / 1000.0;
+    for (;;) {
+        double left = end - now_ms();
+        if (left <= 0) return;
+        Sleep((DWORD)left + 1);
+    }
+}
+#else
 static CHECK_UNUSED void sleep_us(long us) {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
 }
+#endif
 
 static CHECK_UNUSED void sleep_ms(long ms) { sleep_us(ms * 1000); }
 
@@ -265,6 +296,72 @@ static CHECK_UNUSED int wait_for(atomic_int *flag, int value, int timeout_ms) {
     return 1;
 }
 
+#ifdef _WIN32
+/* Windows: GetThreadDescription (Windows 10 1607+, Wine 5+) looked up at run time, so the
+ * programs still start where it is missing; the name as UTF-8 in `out`, "?" when unknown. */
+typedef HRESULT(WINAPI *check_get_thread_description_fn)(HANDLE, PWSTR *);
+static CHECK_UNUSED void check_thread_description(HANDLE thread, char *out, size_t n) {
+    snprintf(out, n, "?");
+    HMODULE k = GetModuleHandleA("kernel32.dll");
+    FARPROC proc = k ? GetProcAddress(k, "GetThreadDescription") : NULL;
+    if (proc == NULL) return;
+    check_get_thread_description_fn get;
+    memcpy(&get, &proc, sizeof get);
+    PWSTR w = NULL;
+    if (FAILED(get(thread, &w)) || w == NULL) return;
+    if (WideCharToMultiByte(CP_UTF8, 0, w, -1, out, (int)n, NULL, NULL) == 0) snprintf(out, n, "?");
+    LocalFree(w);
+}
+
+/* Calls fn(thread id, arg) for each thread of this process (a Toolhelp32 snapshot of every
+ * thread of the system, filtered by th32OwnerProcessID); returns their number. A snapshot
+ * that fails ends the test: a count of -1 would make every "no thread left" check vacuous. */
+static CHECK_UNUSED int check_for_each_thread(void (*fn)(DWORD, void *), void *arg) {
+    HANDLE snap = CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0);
+    if (snap == INVALID_HANDLE_VALUE)
+        check_fail(__FILE__, __LINE__, "CreateToolhelp32Snapshot failed: error %lu",
+                   (unsigned long)GetLastError());
+    DWORD pid = GetCurrentProcessId();
+    THREADENTRY32 te;
+    memset(&te, 0, sizeof te);
+    te.dwSize = sizeof te;
+    int n = 0;
+    if (Thread32First(snap, &te)) {
+        do {
+            if (te.dwSize >= offsetof(THREADENTRY32, th32OwnerProcessID) + sizeof te.th32OwnerProcessID &&
+                te.th32OwnerProcessID == pid) {
+                n++;
+                if (fn) fn(te.th32ThreadID, arg);
+            }
+            te.dwSize = sizeof te;
+        } while (Thread32Next(snap, &te));
+    }
+    CloseHandle(snap);
+    if (n < 1) check_fail(__FILE__, __LINE__, "Toolhelp32 found no thread of this process");
+    return n;
+}
+
+/* Number of threads of this process. */
+static CHECK_UNUSED int thread_count(void) { return check_for_each_thread(NULL, NULL); }
+
+static CHECK_UNUSED void check_print_thread(DWORD tid, void *arg) {
+    (void)arg;
+    char name[128] = "?";
+    HANDLE h = OpenThread(THREAD_QUERY_LIMITED_INFORMATION, FALSE, tid);
+    if (h != NULL) {
+        check_thread_description(h, name, sizeof name);
+        CloseHandle(h);
+    }
+    fprintf(stderr, " %lu(%s)", (unsigned long)tid, name);
+}
+
+/* Prints the ids and names of this process's threads (for failure messages). */
+static CHECK_UNUSED void print_threads(void) {
+    fprintf(stderr, "threads:");
+    check_for_each_thread(check_print_thread, NULL);
+    fprintf(stderr, "\n");
+}
+#else
 /* Number of threads of this process (entries of /proc/self/task). */
 static CHECK_UNUSED int thread_count(void) {
     DIR *d = opendir("/proc/self/task");
@@ -298,6 +395,7 @@ static CHECK_UNUSED void print_threads(void) {
     fprintf(stderr, "\n");
     closedir(d);
 }
+#endif
 
 /* Waits up to timeout_ms for the thread count to be `expected`; returns the last count.
  * (A thread that pthread_join has already reaped can stay listed in /proc/self/task for a

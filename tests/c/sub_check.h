@@ -139,14 +139,19 @@ static CHECK_UNUSED int parse_tn(const char *json, int *t, int *n) {
     return sscanf(json, "{\"t\":%d,\"n\":%d}", t, n) == 2;
 }
 
-/* The calling thread's name (Linux: /proc/thread-self/comm); "?" when unknown. */
+/* The calling thread's name (Linux: /proc/thread-self/comm; Windows: GetThreadDescription,
+ * which std's thread names set); "?" when unknown. */
 static CHECK_UNUSED void thread_name(char *out, size_t n) {
+#ifdef _WIN32
+    check_thread_description(GetCurrentThread(), out, n);
+#else
     snprintf(out, n, "?");
     FILE *f = fopen("/proc/thread-self/comm", "r");
     if (f == NULL) return;
     if (fgets(out, (int)n, f) == NULL) snprintf(out, n, "?");
     out[strcspn(out, "\n")] = '\0';
     fclose(f);
+#endif
 }
 
 /* Whether the calling thread is one of jsonbus's dispatcher threads ("jsonbus-N"). */

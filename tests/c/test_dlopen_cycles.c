@@ -10,10 +10,11 @@
  * after the dlclose (a thread-local destructor left behind would then run in unmapped code and
  * crash); with that option the resident one ends after the last dlclose too, else it is still
  * running when the process exits.
- * After every cycle the process's thread count (/proc/self/task) must be back to what it was
- * before the first one. It prints whether the library was still mapped (/proc/self/maps) after
+ * After every cycle the process's thread count (/proc/self/task; Windows: Toolhelp32) must be
+ * back to what it was before the first one. It prints whether the library was still mapped
+ * (/proc/self/maps; Windows: GetModuleHandleExA and VirtualQuery, see dl_shim.h) after
  * dlclose; with --require-unmap that is an error too, since the contract says the library is
- * "really unmapped". With --check-heap the heap in use (mallinfo2) must not grow with the cycles
+ * "really unmapped". With --check-heap the heap in use (mallinfo2; Windows: HeapWalk) must not grow with the cycles
  * (at most 64 bytes a cycle on average after the first 5, to stay clear of glibc's own
  * bookkeeping; valgrind in tests/sanitizers.sh counts to the byte).
  *
@@ -23,8 +24,14 @@
 #define CHECK_NO_JSONBUS
 #include "check.h"
 
-#include <dlfcn.h>
+#include "dl_shim.h"
+
+#ifdef _WIN32
+#define PSAPI_VERSION 2 /* K32GetProcessMemoryInfo, in kernel32 */
+#include <psapi.h>
+#else
 #include <malloc.h>
+#endif
 
 typedef const char *(*version_fn)(void);
 typedef const char *(*last_error_fn)(void);
@@ -102,21 +109,12 @@ static int32_t slow_message(const jsonbus_message *msg, void *user_data) {
     return JSONBUS_OK;
 }
 
-static int library_mapped(const char *path) {
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (f == NULL) return -1;
-    char line[4096];
-    int found = 0;
-    while (fgets(line, sizeof line, f)) {
-        if (strstr(line, base)) found = 1;
-    }
-    fclose(f);
-    return found;
-}
-
 static long rss_kb(void) {
+#ifdef _WIN32
+    PROCESS_MEMORY_COUNTERS pmc;
+    if (!GetProcessMemoryInfo(GetCurrentProcess(), &pmc, sizeof pmc)) return -1;
+    return (long)(pmc.WorkingSetSize / 1024);
+#else
     FILE *f = fopen("/proc/self/status", "r");
     if (f == NULL) return -1;
     char line[256];
@@ -126,6 +124,7 @@ static long rss_kb(void) {
     }
     fclose(f);
     return kb;
+#endif
 }
 
 static void load_api(void *lib, struct api *api) {
@@ -253,8 +252,25 @@ static void *publisher_thread(void *arg) {
 }
 
 static size_t heap_in_use(void) {
+#ifdef _WIN32
+    /* the busy blocks of every heap of the process (std's allocator and msvcrt's malloc) */
+    HANDLE heaps[64];
+    DWORD n = GetProcessHeaps(64, heaps);
+    if (n > 64) FAIL("%lu heaps", (unsigned long)n);
+    size_t total = 0;
+    for (DWORD i = 0; i < n; i++) {
+        if (!HeapLock(heaps[i])) continue;
+        PROCESS_HEAP_ENTRY e;
+        e.lpData = NULL;
+        while (HeapWalk(heaps[i], &e))
+            if (e.wFlags & PROCESS_HEAP_ENTRY_BUSY) total += e.cbData;
+        HeapUnlock(heaps[i]);
+    }
+    return total;
+#else
     struct mallinfo2 mi = mallinfo2();
     return mi.uordblks + mi.hblkhd;
+#endif
 }
 
 int main(int argc, char **argv) {

@@ -16,7 +16,7 @@
 #define CHECK_NO_JSONBUS
 #include "check.h"
 
-#include <dlfcn.h>
+#include "dl_shim.h"
 
 typedef jsonbus *(*new_fn)(const char *);
 typedef int64_t (*subscribe_fn)(jsonbus *, const char *, jsonbus_callback, void *);

@@ -38,7 +38,12 @@
 #define _GNU_SOURCE 1
 #include "../c/check.h"
 
+#ifdef _WIN32
+#define PSAPI_VERSION 2 /* K32GetProcessMemoryInfo, in kernel32 */
+#include <psapi.h>
+#else
 #include <unistd.h>
+#endif
 
 #define NPUB 4
 #define NSLOT 3
@@ -149,8 +154,37 @@ static void defer_to_close(struct busctx *ctx, struct sub *s) {
 }
 
 /* ---- slots --------------------------------------------------------------------------------- */
+/* A writer-preferring read/write lock from portable pieces (glibc's
+ * PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP is not elsewhere): readers pass a turnstile
+ * mutex on their way in, and a writer holds the turnstile while it waits, so the churner is
+ * not starved by the publishers' back-to-back read locks. Like the glibc kind, not recursive:
+ * a thread never takes a read lock it already holds. */
+struct wlock {
+    pthread_mutex_t turnstile;
+    pthread_rwlock_t rw;
+};
+static void wlock_init(struct wlock *l) {
+    CHECK_EQ(pthread_mutex_init(&l->turnstile, NULL), 0);
+    CHECK_EQ(pthread_rwlock_init(&l->rw, NULL), 0);
+}
+static void wlock_destroy(struct wlock *l) {
+    pthread_rwlock_destroy(&l->rw);
+    pthread_mutex_destroy(&l->turnstile);
+}
+static void wlock_read(struct wlock *l) {
+    pthread_mutex_lock(&l->turnstile);
+    pthread_mutex_unlock(&l->turnstile);
+    pthread_rwlock_rdlock(&l->rw);
+}
+static void wlock_write(struct wlock *l) {
+    pthread_mutex_lock(&l->turnstile);
+    pthread_rwlock_wrlock(&l->rw);
+    pthread_mutex_unlock(&l->turnstile);
+}
+static void wlock_unlock(struct wlock *l) { pthread_rwlock_unlock(&l->rw); }
+
 struct slot {
-    pthread_rwlock_t lock; /* read: using the bus; write: freeing/replacing it */
+    struct wlock lock; /* read: using the bus; write: freeing/replacing it */
     struct busctx *ctx;
     /* per publisher: N of the publish in flight (started) and of the last accepted (returned) */
     atomic_llong started[NPUB], returned[NPUB];
@@ -382,7 +416,7 @@ static void *publisher(void *arg) {
     while (!atomic_load(&stop)) {
         int si = (int)rnd(NSLOT);
         struct slot *sl = &slots[si];
-        pthread_rwlock_rdlock(&sl->lock);
+        wlock_read(&sl->lock);
         struct busctx *ctx = sl->ctx;
         for (int burst = 1 + (int)rnd(64); burst > 0 && !atomic_load(&stop); burst--) {
             long long n = atomic_load(&ctx->accepted[p]);
@@ -411,7 +445,7 @@ static void *publisher(void *arg) {
             if (rc != JSONBUS_OK && rc != JSONBUS_ERR_TIMEOUT && rc != JSONBUS_ERR_CLOSED)
                 FAIL("flush(0): %s", jsonbus_status_name(rc));
         }
-        pthread_rwlock_unlock(&sl->lock);
+        wlock_unlock(&sl->lock);
     }
     return NULL;
 }
@@ -422,7 +456,7 @@ static void *subscriber(void *arg) {
     while (!atomic_load(&stop)) {
         int si = (int)rnd(NSLOT);
         struct slot *sl = &slots[si];
-        pthread_rwlock_rdlock(&sl->lock);
+        wlock_read(&sl->lock);
         struct busctx *ctx = sl->ctx;
         int which = (int)rnd(6);
         uint32_t r = rnd(10);
@@ -444,7 +478,7 @@ static void *subscriber(void *arg) {
         int64_t id = jsonbus_subscribe(ctx->bus, pattern, callback, s);
         if (id == JSONBUS_ERR_CLOSED) {
             retire(s);
-            pthread_rwlock_unlock(&sl->lock);
+            wlock_unlock(&sl->lock);
             sleep_ms(1);
             continue;
         }
@@ -498,12 +532,17 @@ static void *subscriber(void *arg) {
         }
         /* a second unsubscribe is always NOT_FOUND */
         CHECK_EQ(jsonbus_unsubscribe(ctx->bus, id), JSONBUS_ERR_NOT_FOUND);
-        pthread_rwlock_unlock(&sl->lock);
+        wlock_unlock(&sl->lock);
     }
     return NULL;
 }
 
 static long rss_kb(void) {
+#ifdef _WIN32
+    PROCESS_MEMORY_COUNTERS pmc;
+    if (!GetProcessMemoryInfo(GetCurrentProcess(), &pmc, sizeof pmc)) return -1;
+    return (long)(pmc.WorkingSetSize / 1024);
+#else
     FILE *f = fopen("/proc/self/status", "r");
     if (f == NULL) return -1;
     char line[256];
@@ -512,6 +551,7 @@ static long rss_kb(void) {
         if (strncmp(line, "VmRSS:", 6) == 0) kb = strtol(line + 6, NULL, 10);
     fclose(f);
     return kb;
+#endif
 }
 static atomic_long rss_max;
 
@@ -521,7 +561,7 @@ static void *monitor(void *arg) {
     while (!atomic_load(&stop)) {
         int si = (int)rnd(NSLOT);
         struct slot *sl = &slots[si];
-        pthread_rwlock_rdlock(&sl->lock);
+        wlock_read(&sl->lock);
         struct busctx *ctx = sl->ctx;
         long long queued = STAT(ctx->bus, "queued");
         CHECK_MSG(queued <= ctx->capacity, "stats queued %lld > queue_capacity %ld", queued,
@@ -548,7 +588,7 @@ static void *monitor(void *arg) {
             CHECK_MSG(rc == JSONBUS_ERR_CLOSED, "flush: %s: %s", jsonbus_status_name(rc),
                       jsonbus_last_error());
         }
-        pthread_rwlock_unlock(&sl->lock);
+        wlock_unlock(&sl->lock);
         long rss = rss_kb();
         if (rss > atomic_load(&rss_max)) atomic_store(&rss_max, rss);
         sleep_ms(2);
@@ -562,14 +602,14 @@ static void replace_bus(int si, int timeout_ms) {
     struct slot *sl = &slots[si];
     struct busctx *old = sl->ctx;
     int32_t rc = close_bus(old, timeout_ms); /* under load: others still use it */
-    pthread_rwlock_wrlock(&sl->lock);
+    wlock_write(&sl->lock);
     check_and_free_bus(old, rc);
     sl->ctx = make_bus(si, ++gen_counter);
     for (int p = 0; p < NPUB; p++) {
         atomic_store(&sl->started[p], -1);
         atomic_store(&sl->returned[p], -1);
     }
-    pthread_rwlock_unlock(&sl->lock);
+    wlock_unlock(&sl->lock);
 }
 
 static void *churner(void *arg) {
@@ -609,11 +649,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
     rng_seed(1);
     for (int i = 0; i < NSLOT; i++) {
-        pthread_rwlockattr_t a;
-        pthread_rwlockattr_init(&a);
-        pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-        pthread_rwlock_init(&slots[i].lock, &a);
-        pthread_rwlockattr_destroy(&a);
+        wlock_init(&slots[i].lock);
         slots[i].ctx = make_bus(i, ++gen_counter);
         for (int p = 0; p < NPUB; p++) {
             atomic_store(&slots[i].started[p], -1);
@@ -640,11 +676,11 @@ int main(int argc, char **argv) {
     for (int i = 0; i < NSLOT; i++) {
         int32_t rc = close_bus(slots[i].ctx, -1);
         CHECK_RC(rc, JSONBUS_OK);
-        pthread_rwlock_wrlock(&slots[i].lock);
+        wlock_write(&slots[i].lock);
         check_and_free_bus(slots[i].ctx, rc);
         slots[i].ctx = NULL;
-        pthread_rwlock_unlock(&slots[i].lock);
-        pthread_rwlock_destroy(&slots[i].lock);
+        wlock_unlock(&slots[i].lock);
+        wlock_destroy(&slots[i].lock);
     }
     CHECK_OK(jsonbus_shutdown(-1));
     for (int i = 0; i < QUARANTINE; i++) free(quarantine[i]);

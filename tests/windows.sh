@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# tests/windows.sh - cross-builds jsonbus.dll for x86_64-pc-windows-gnu with mingw-w64, builds
+# the C examples and C tests with cmake/mingw-w64-x86_64.cmake, and runs them (ctest) and the
+# Rust tests (cargo test --target x86_64-pc-windows-gnu) under Wine. Headless: no X display
+# is needed. Exits non-zero when anything fails; prints how long each step took.
+#
+#   bash tests/windows.sh            (as root on Debian it installs what is missing)
+#
+# Environment:
+#   JSONBUS_WINDOWS_BUILD   build directory (default: build-windows in the repository)
+#   WINEPREFIX              Wine prefix (default: <build directory>/wineprefix, made here)
+#   JSONBUS_WINDOWS_CARGO_TEST=0   skip the Rust tests under Wine
+#   JSONBUS_WINDOWS_CTEST_EXCLUDE  ctest -E regex of tests to leave out (default: see below;
+#                                  set but empty runs them all)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="${JSONBUS_WINDOWS_BUILD:-$ROOT/build-windows}"
+TARGET=x86_64-pc-windows-gnu
+# test_flush_during_close (as of this writing) returns the address of its flusher thread's
+# _Thread_local result and reads it after the thread ended: on Windows that memory is gone
+# (winpthreads frees it), so it reads garbage. The library is right there (the same test with
+# the result in malloc'd memory passes under Wine); the test's own fix goes into main
+# separately. So it is left out only while its source still has that pattern.
+if [ -z "${JSONBUS_WINDOWS_CTEST_EXCLUDE+set}" ] &&
+    grep -q '_Thread_local' "$ROOT/tests/c/test_flush_during_close.c" &&
+    grep -q 'return &rc;' "$ROOT/tests/c/test_flush_during_close.c"; then
+    EXCLUDE='^test_flush_during_close$'
+else
+    EXCLUDE="${JSONBUS_WINDOWS_CTEST_EXCLUDE-}"
+fi
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+T_START=$(now)
+step() { # step "name": starts timing a step
+    step_name="$1"
+    step_start=$(now)
+    echo "==> $step_name"
+}
+step_done() { echo "<== $step_name: $(since "$step_start") s"; }
+
+# ---- 1. tools -----------------------------------------------------------------------------
+step "tools (apt: cmake, mingw-w64, wine; rustup: $TARGET)"
+need=()
+for pkg in cmake gcc-mingw-w64-x86-64 g++-mingw-w64-x86-64 wine wine64; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        need+=("$pkg")
+    fi
+done
+if [ "${#need[@]}" -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "missing packages: ${need[*]} (run as root, or install them)" >&2
+        exit 1
+    fi
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q "${need[@]}"
+fi
+if ! rustup target list --installed | grep -qx "$TARGET"; then
+    rustup target add "$TARGET"
+fi
+step_done
+
+# ---- 2. Wine prefix (headless) ------------------------------------------------------------
+step "wine prefix"
+export WINEPREFIX="${WINEPREFIX:-$BUILD/wineprefix}"
+export WINEDEBUG=-all
+# console programs need no display; without DISPLAY wineboot makes no windows either
+unset DISPLAY WAYLAND_DISPLAY
+export WINEDLLOVERRIDES="mscoree,mshtml=" # no Mono/Gecko install prompts
+mkdir -p "$BUILD"
+# wait for this prefix's wineserver to go (it ends a few seconds after its last program)
+trap 'timeout 60 wineserver -w 2>/dev/null || true' EXIT
+if [ ! -f "$WINEPREFIX/system.reg" ]; then
+    timeout 300 wineboot -i
+fi
+step_done
+
+# ---- 3. build -----------------------------------------------------------------------------
+step "cmake configure"
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/mingw-w64-x86_64.cmake" \
+    -DCMAKE_BUILD_TYPE=Release >"$BUILD/configure.log" 2>&1 || { cat "$BUILD/configure.log"; exit 1; }
+step_done
+
+step "build: cargo build --release --target $TARGET, the C programs (-j2)"
+cmake --build "$BUILD" -j2
+step_done
+
+# ---- 4. tests under Wine ------------------------------------------------------------------
+status=0
+step "ctest under wine"
+ctest_args=(--test-dir "$BUILD" -j2 --output-on-failure)
+if [ -n "$EXCLUDE" ]; then
+    echo "left out: $EXCLUDE (see the top of tests/windows.sh)"
+    ctest_args+=(-E "$EXCLUDE")
+fi
+ctest "${ctest_args[@]}" || status=1
+step_done
+
+if [ "${JSONBUS_WINDOWS_CARGO_TEST:-1}" != 0 ]; then
+    step "cargo test --target $TARGET under wine"
+    # the test executables find the bcryptprimitives.dll stand-in through WINEPATH
+    standin_dir="$BUILD/tests/c"
+    export WINEPATH="Z:${standin_dir//\//\\}"
+    export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
+    (cd "$ROOT" && cargo test --target "$TARGET" -j2 -- --test-threads=2) || status=1
+    step_done
+fi
+
+echo "windows.sh: $([ $status = 0 ] && echo passed || echo FAILED) in $(since "$T_START") s"
+exit $status
