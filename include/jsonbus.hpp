@@ -23,6 +23,9 @@
 //   callback failure (`callback_failures` in the stats); it never reaches the library.
 // - Subscriptions may outlive their Bus: once the Bus is destroyed, destroying or using them
 //   touches no freed memory (they own nothing any more; see Bus::~Bus).
+// - A Bus may be destroyed in one of its own callables, end notices or reply callables (say,
+//   one that holds the last std::shared_ptr<Bus>): its destructor then returns at once and a
+//   new, detached thread frees the bus once that call is over (see Bus::~Bus).
 //
 // Include this header instead of jsonbus.h (or before it): the C API's bus type is
 // `typedef struct jsonbus jsonbus;`, and C++ forbids a namespace `jsonbus` next to a type
@@ -59,6 +62,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -195,13 +199,15 @@ public:
             idle_.notify_all();
         }
     }
-    /// Stops new calls and waits for those running; returns the handle to free.
-    c_bus* detach() noexcept {
+    /// Stops new calls at once; returns the handle, to free once wait_idle() returned.
+    c_bus* close() noexcept {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return std::exchange(bus_, nullptr);
+    }
+    /// Waits until no call that acquired the handle still uses it.
+    void wait_idle() noexcept {
         std::unique_lock<std::mutex> lock(mutex_);
-        c_bus* bus = bus_;
-        bus_ = nullptr;
         idle_.wait(lock, [this] { return users_ == 0; });
-        return bus;
     }
 
 private:
@@ -211,11 +217,42 @@ private:
     std::size_t users_ = 0;
 };
 
-/// One use of a BusLink's handle (RAII around acquire/release).
+/// A mark, on this thread's stack, that the thread is inside a use of a bus: a Subscription
+/// call holding its handle (LinkUse), or one of the bus's callables, end notices or reply
+/// callables. A thread's marks form a chain (innermost first; the head is a thread_local
+/// pointer, trivially destructible) that the Bus's destructor reads: inside one of these
+/// it must neither wait for the bus's users (itself among them) nor call jsonbus_free.
+class InBus {
+public:
+    explicit InBus(const BusLink* link) noexcept : link_(link), outer_(head()) { head() = this; }
+    ~InBus() { head() = outer_; }
+    InBus(const InBus&) = delete;
+    InBus& operator=(const InBus&) = delete;
+
+    /// Whether this thread is inside a use of `link`'s bus.
+    static bool inside(const BusLink* link) noexcept {
+        for (const InBus* m = head(); m != nullptr; m = m->outer_) {
+            if (m->link_ == link) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+private:
+    static const InBus*& head() noexcept {
+        static thread_local const InBus* head = nullptr;
+        return head;
+    }
+    const BusLink* link_;
+    const InBus* outer_;
+};
+
+/// One use of a BusLink's handle (RAII around acquire/release), marked on this thread.
 class LinkUse {
 public:
     explicit LinkUse(BusLink* link) noexcept
-        : link_(link), bus_(link != nullptr ? link->acquire() : nullptr) {}
+        : mark_(link), link_(link), bus_(link != nullptr ? link->acquire() : nullptr) {}
     ~LinkUse() {
         if (bus_ != nullptr) {
             link_->release();
@@ -226,6 +263,7 @@ public:
     c_bus* get() const noexcept { return bus_; }
 
 private:
+    InBus mark_;
     BusLink* link_;
     c_bus* bus_;
 };
@@ -337,7 +375,7 @@ public:
 /// ends with the bus, and unsubscribe() and the destructor do nothing (stats() throws
 /// JSONBUS_ERR_NOT_FOUND); nothing touches the freed bus. (So a Subscription destroyed on
 /// another thread while the Bus is being destroyed returns at once; its callable may then run
-/// until the Bus's destructor returns.)
+/// until the bus is freed: when the Bus's destructor returns, or later, see Bus::~Bus.)
 class Subscription {
 public:
     /// An empty subscription (id 0) that owns nothing.
@@ -627,15 +665,18 @@ namespace detail {
 /// until the end notice, which deletes it.
 template <class F, class E>
 struct CallbackHolder {
+    const BusLink* link;  // its bus's (only compared, by InBus)
     F fn;
     E on_end;
 
     template <class G, class H>
-    CallbackHolder(G&& g, H&& h) : fn(std::forward<G>(g)), on_end(std::forward<H>(h)) {}
+    CallbackHolder(const BusLink* l, G&& g, H&& h)
+        : link(l), fn(std::forward<G>(g)), on_end(std::forward<H>(h)) {}
 
     static std::int32_t call(const c_message* msg, void* user_data) noexcept {
+        auto* self = static_cast<CallbackHolder*>(user_data);
+        const InBus mark(self->link);
         try {
-            auto* self = static_cast<CallbackHolder*>(user_data);
             const Message m(msg);
             if constexpr (std::is_void_v<std::invoke_result_t<F&, const Message&>>) {
                 std::invoke(self->fn, m);
@@ -650,6 +691,7 @@ struct CallbackHolder {
 
     static void end(std::int64_t, std::int32_t reason, void* user_data) noexcept {
         auto* self = static_cast<CallbackHolder*>(user_data);
+        const InBus mark(self->link);  // also around the delete: it may destroy the Bus
         try {
             std::invoke(self->on_end, reason);
         } catch (...) {
@@ -661,13 +703,16 @@ struct CallbackHolder {
 /// request_async's callable, deleted right after its one call.
 template <class F>
 struct ReplyHolder {
+    const BusLink* link;  // its bus's (only compared, by InBus)
     F fn;
 
     template <class G>
-    explicit ReplyHolder(G&& g) : fn(std::forward<G>(g)) {}
+    ReplyHolder(const BusLink* l, G&& g) : link(l), fn(std::forward<G>(g)) {}
 
     static void call(std::int32_t status, const c_message* reply, void* user_data) noexcept {
-        std::unique_ptr<ReplyHolder> self(static_cast<ReplyHolder*>(user_data));
+        auto* raw = static_cast<ReplyHolder*>(user_data);
+        const InBus mark(raw->link);  // made before `self`, so it also covers the delete
+        std::unique_ptr<ReplyHolder> self(raw);
         try {
             if (reply != nullptr) {
                 const Message m(reply);
@@ -699,8 +744,9 @@ constexpr void check_callable() {
 ///
 /// Every member may be called from any thread at once, and from the bus's own callables
 /// (those that would wait for the calling callable throw JSONBUS_ERR_DEADLOCK instead: flush,
-/// close, request). Do not destroy, move or assign a Bus while other threads use it, nor from
-/// one of its own callables.
+/// close, request). Do not destroy, move or assign a Bus while other threads use it, nor
+/// while one of its own members runs on this thread (e.g. in an end notice that close()
+/// runs). Destroying it in one of its callables is allowed: see ~Bus.
 class Bus {
 public:
     /// A bus with the default options (jsonbus_new(NULL)). Throws Error on failure.
@@ -750,6 +796,18 @@ public:
     /// next() gives up within 50 ms); from then on those objects do nothing.
     /// (jsonbus_free rather than jsonbus_close(-1): close(-1) would wait forever for pull
     /// messages nobody takes and for PulledMessages still held.)
+    ///
+    /// Destroyed on a thread that is inside a callable, end notice or request_async callable
+    /// of this bus (one that captured the last std::shared_ptr<Bus>, say), or inside a
+    /// Subscription call of this bus (unsubscribe() running that end notice), it cannot wait
+    /// for that call nor free the bus there (jsonbus_free refuses in the bus's callbacks). It
+    /// then returns at once - its Subscriptions do nothing from then on - and a new detached
+    /// thread frees the bus as above once that call and every other Subscription call using
+    /// the bus have returned; the other callables are destroyed on that thread. Its end is
+    /// not waited for: if the process exits before it is done, the rest is cut short as with
+    /// any thread still running at exit (callables not destroyed, nothing freed); to know it
+    /// is done, wait for your callables' destructors. (If no thread can be started, the bus
+    /// is never freed.)
     ~Bus() { destroy(); }
 
     /// The C handle, for the C API (NULL once moved from). Still owned by this Bus.
@@ -814,7 +872,7 @@ public:
     /// counted as a failure (returns jsonbus::callback_exception). The storage, and so what the
     /// callable captured, is destroyed exactly once when the subscription ends, whatever ends
     /// it: on the thread of the unsubscribe/close/destructor that ended it, else on a
-    /// dispatcher thread.
+    /// dispatcher thread (or the thread that frees a Bus destroyed in a callable: see ~Bus).
     ///
     /// `options_json` ("" or "{}" for the defaults): queue_limit, on_full ("block",
     /// "drop_oldest", "drop_new", "end"), max_failures, group (see jsonbus_subscribe_with).
@@ -894,7 +952,8 @@ public:
                       "request_async's callable takes "
                       "(int32_t status, const jsonbus::Message* reply)");
         topic.check(JSONBUS_ERR_TOPIC, "topic");
-        auto holder = std::make_unique<detail::ReplyHolder<Fn>>(std::forward<F>(fn));
+        auto holder =
+            std::make_unique<detail::ReplyHolder<Fn>>(link_.get(), std::forward<F>(fn));
         std::int32_t rc =
             jsonbus_request_async(bus_, topic.c_str(), json.data(), json.size(), timeout_ms,
                                   &detail::ReplyHolder<Fn>::call, holder.get());
@@ -973,7 +1032,8 @@ private:
         detail::check_callable<Fn>();
         pattern_arg.check(JSONBUS_ERR_TOPIC, "pattern");
         using Holder = detail::CallbackHolder<Fn, En>;
-        auto holder = std::make_unique<Holder>(std::forward<F>(fn), std::forward<E>(on_end));
+        auto holder =
+            std::make_unique<Holder>(link_.get(), std::forward<F>(fn), std::forward<E>(on_end));
         std::int64_t id = jsonbus_subscribe_with(bus_, pattern, options, &Holder::call,
                                                  &Holder::end, holder.get());
         if (id <= 0) {
@@ -986,7 +1046,22 @@ private:
 
     void destroy() noexcept {
         if (link_ && owned_) {
-            jsonbus_free(link_->detach());
+            c_bus* bus = link_->close();  // from now on its Subscriptions do nothing
+            if (!detail::InBus::inside(link_.get())) {
+                link_->wait_idle();
+                jsonbus_free(bus);
+            } else {
+                // In a callable, end notice or Subscription call of this bus: waiting here would
+                // wait for this thread, and jsonbus_free refuses to run in the bus's callbacks.
+                // A new thread frees it once this thread's use is over (see ~Bus).
+                try {
+                    std::thread([link = link_, bus] {
+                        link->wait_idle();
+                        jsonbus_free(bus);
+                    }).detach();
+                } catch (...) {  // no thread could be started: the bus cannot be freed
+                }
+            }
         }
         link_.reset();
         bus_ = nullptr;

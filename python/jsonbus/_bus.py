@@ -4,24 +4,26 @@
 
 import asyncio
 import atexit
-import json as _json
 import threading
 import weakref
-from ctypes import byref, c_size_t, c_void_p, string_at
+from ctypes import byref, c_size_t
 
 from . import _callbacks as cb
 from . import _constants as C
-from ._errors import check, last_error, make_error
-from ._ffi import lib
-from ._message import options_bytes, payload_bytes, topic_bytes
-from ._subscription import PullSubscription, Subscription
+from ._errors import ClosedError, check, last_error, make_error
+from ._ffi import String, lib
+from ._message import json_result, options_bytes, payload_bytes, timeout_ms_arg, topic_bytes
+from ._subscription import PullSubscription, Subscription, _unsubscribe
 
 __all__ = ["Bus"]
 
 #: Every Bus not yet freed, closed at interpreter exit (while threads can still take the GIL).
 _live = weakref.WeakSet()
-#: Frees handed to a helper thread (a Bus collected on one of its own dispatcher threads).
+#: Frees handed to a helper thread (a Bus collected on one of its own dispatcher threads) and
+#: not yet known to be finished; joined at exit.
 _pending_frees = []
+#: jsonbus_publish_after takes delays up to 2**40 ms (larger ones are taken as that).
+_DELAY_MAX_MS = 2 ** 40
 
 
 def _closed_error():
@@ -33,7 +35,12 @@ class Bus:
 
     ``options`` is a dict (or JSON text) with any of ``dispatcher_threads``,
     ``queue_capacity``, ``publish_timeout_ms``, ``max_message_bytes``, ``max_depth``,
-    ``dispatcher_spin_us``; bad ones raise :class:`jsonbus.OptionsError`.
+    ``dispatcher_spin_us``; bad ones raise :class:`jsonbus.OptionsError`. None, ``{}`` and
+    ``""`` mean the defaults (``""`` as in the C++ API).
+
+    Time-outs (``timeout_ms`` everywhere) are ints in milliseconds: negative waits without
+    limit, 0 does not wait, and values above ``2**31 - 1`` (the C ``int32_t``) are taken as
+    that; a float raises TypeError.
 
     Every method may be called from any thread. Blocking calls (flush, close, request,
     :meth:`PullSubscription.next`) release the GIL while they wait, so callbacks keep running.
@@ -55,34 +62,42 @@ class Bus:
             raise last_error(lib.jsonbus_last_status())
         self._ptr = ptr
         self._addr = ptr  # kept after the free, to recognise this bus's callbacks
-        self._lock = threading.Lock()
+        # Re-entrant: a finalizer (PullSubscription.__del__ -> unsubscribe) may run inside a
+        # region that holds it, on the same thread.
+        self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._inflight = 0
         self._freeing = False
+        self._closing = False  # set (under _lock) by close(): no new subscriptions
         self._close_lock = threading.Lock()
         self._close_result = None
         self._final_stats = None
-        self._pulls = weakref.WeakValueDictionary()  # id -> PullSubscription
+        self._pulls = weakref.WeakValueDictionary()  # id -> PullSubscription (also released ones)
         _live.add(self)
 
     # -- guarding the handle against a concurrent free -------------------------------------
 
-    def _acquire(self):
-        """The C handle, counted as in use until :meth:`_release`; ClosedError once freed.
-        (jsonbus_free must not race with other calls: close() waits for these.)"""
-        with self._lock:
-            ptr = self._ptr
-            if ptr is not None:
-                self._inflight += 1
-        if ptr is None:
-            raise _closed_error()
-        return ptr
+    def _call(self, fn, *args):
+        """``fn(handle, *args)`` with the handle counted as in use meanwhile (jsonbus_free must
+        not race with other calls: close() waits for these); ClosedError once freed.
 
-    def _release(self):
-        with self._lock:
-            self._inflight -= 1
-            if self._freeing and self._inflight == 0:
-                self._idle.notify_all()
+        The count is taken and given back in one try/finally, so that an exception landing
+        anywhere (Ctrl-C after the C call returns) cannot leave it taken and close() waiting."""
+        counted = False
+        try:
+            with self._lock:
+                ptr = self._ptr
+                if ptr is None:
+                    raise _closed_error()
+                self._inflight += 1
+                counted = True
+            return fn(ptr, *args)
+        finally:
+            if counted:
+                with self._lock:
+                    self._inflight -= 1
+                    if self._freeing and self._inflight == 0:
+                        self._idle.notify_all()
 
     @property
     def closed(self):
@@ -101,40 +116,29 @@ class Bus:
         """
         t = topic_bytes(topic)
         p = payload_bytes(json)
-        ptr = self._acquire()
-        try:
-            rc = lib.jsonbus_publish(ptr, t, p, len(p))
-            if rc:
-                raise last_error(rc)
-        finally:
-            self._release()
+        rc = self._call(lib.jsonbus_publish, t, p, len(p))
+        if rc:
+            raise last_error(rc)
 
     def publish_after(self, topic, json, delay_ms):
         """Publish ``json`` on ``topic`` ``delay_ms`` milliseconds from now (validated and
         copied at once). Returns the timer id for :meth:`cancel`."""
         t = topic_bytes(topic)
         p = payload_bytes(json)
-        ptr = self._acquire()
-        try:
-            return check(lib.jsonbus_publish_after(ptr, t, p, len(p), int(delay_ms)))
-        finally:
-            self._release()
+        delay = max(0, min(int(delay_ms), _DELAY_MAX_MS))  # (c_int64 would wrap)
+        return check(self._call(lib.jsonbus_publish_after, t, p, len(p), delay))
 
     def cancel(self, timer_id):
         """Stop a pending :meth:`publish_after` timer. True if it was stopped, False if it
         had already fired, been cancelled or discarded."""
         try:
-            ptr = self._acquire()
-        except Exception:
+            rc = self._call(lib.jsonbus_cancel, int(timer_id))
+        except ClosedError:
             return False
-        try:
-            rc = lib.jsonbus_cancel(ptr, int(timer_id))
-            if rc == C.ERR_NOT_FOUND:
-                return False
-            check(rc)
-            return True
-        finally:
-            self._release()
+        if rc == C.ERR_NOT_FOUND:
+            return False
+        check(rc)
+        return True
 
     # -- subscribing ---------------------------------------------------------------------
 
@@ -151,7 +155,8 @@ class Bus:
         ``options``: dict with ``queue_limit``, ``on_full`` ("block", "drop_oldest",
         "drop_new", "end"), ``max_failures``, ``group``. ``on_end(subscription_id, reason)``
         is called once when the subscription ends, whatever ends it. The callback and
-        ``on_end`` are referenced until then and released at the end notice.
+        ``on_end`` are referenced until then and released at the end notice. Raises
+        :class:`jsonbus.ClosedError` once :meth:`close` has begun.
         """
         if not callable(callback):
             raise TypeError("callback must be callable")
@@ -159,22 +164,20 @@ class Bus:
             raise TypeError("on_end must be callable or None")
         pat = topic_bytes(pattern)
         opts = options_bytes(options)
+        self._check_not_closing()
         state = cb.CallbackState(callback, on_end, self._addr, pattern)
         # Registered before the call: a message may be delivered before it returns.
         key = cb.register(state)
         try:
-            ptr = self._acquire()
-        except BaseException:
+            sid = self._call(lib.jsonbus_subscribe_with, pat, opts, cb.on_message_c, cb.on_end_c, key)
+        except ClosedError:
             cb.unregister(key)
             raise
-        try:
-            sid = lib.jsonbus_subscribe_with(ptr, pat, opts, cb.on_message_c, cb.on_end_c, key)
-            if sid < 0:
-                cb.unregister(key)
-                state.callback = state.on_end = None
-                raise last_error(sid)
-        finally:
-            self._release()
+        if sid < 0:  # refused: the library never calls it
+            err = last_error(sid)
+            cb.unregister(key)
+            state.callback = state.on_end = None
+            raise err
         state.sub_id = sid
         return Subscription(self, sid, pattern, state)
 
@@ -182,17 +185,28 @@ class Bus:
         """A pull subscription (``jsonbus_subscribe_pull``): returns a
         :class:`PullSubscription` to take messages from with ``next()``, iteration or
         asyncio. ``options`` as for :meth:`subscribe` (``queue_limit``, ``on_full``,
-        ``group``)."""
+        ``group``). Raises :class:`jsonbus.ClosedError` once :meth:`close` has begun."""
         pat = topic_bytes(pattern)
         opts = options_bytes(options)
-        ptr = self._acquire()
-        try:
-            sid = check(lib.jsonbus_subscribe_pull(ptr, pat, opts))
-        finally:
-            self._release()
+        self._check_not_closing()
+        sid = check(self._call(lib.jsonbus_subscribe_pull, pat, opts))
         sub = PullSubscription(self, sid, pattern)
-        self._pulls[sid] = sub
+        with self._lock:
+            closing = self._closing
+            if not closing:
+                self._pulls[sid] = sub
+        if closing:
+            # close() began during the call and did not see this one: a close without a limit
+            # would wait for its messages. Release it here (a no-op once the bus is freed).
+            sub._end("closed")
+            _unsubscribe(self, sid)
+            raise _closed_error()
         return sub
+
+    def _check_not_closing(self):
+        with self._lock:
+            if self._closing:
+                raise _closed_error()
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -202,18 +216,15 @@ class Bus:
         ran out. Messages of pull subscriptions count as handled once taken, so with an
         undrained pull subscription a flush without a limit waits for its consumer.
         Raises :class:`jsonbus.DeadlockError` from a callback of this bus."""
+        timeout_ms = timeout_ms_arg(timeout_ms)
         try:
-            ptr = self._acquire()
-        except Exception:
+            rc = self._call(lib.jsonbus_flush, timeout_ms)
+        except ClosedError:
             return True  # like the C API on a closed bus
-        try:
-            rc = lib.jsonbus_flush(ptr, int(timeout_ms))
-            if rc == C.ERR_TIMEOUT:
-                return False
-            check(rc)
-            return True
-        finally:
-            self._release()
+        if rc == C.ERR_TIMEOUT:
+            return False
+        check(rc)
+        return True
 
     def stats(self):
         """The bus's counters (``jsonbus_stats``) as a dict: ``published``, ``delivered``,
@@ -222,25 +233,11 @@ class Bus:
         ``no_responders``, ``late_replies``, ``rejected`` (a dict by reason). After
         :meth:`close`, the counters as they were just before the bus was freed."""
         try:
-            ptr = self._acquire()
-        except Exception:
+            return json_result(self._call(lib.jsonbus_stats))
+        except ClosedError:
             if self._final_stats is not None:
                 return dict(self._final_stats)
             raise
-        try:
-            return self._stats_unguarded(ptr)
-        finally:
-            self._release()
-
-    @staticmethod
-    def _stats_unguarded(ptr):
-        raw = lib.jsonbus_stats(ptr)
-        if not raw:
-            raise last_error(lib.jsonbus_last_status())
-        try:
-            return _json.loads(string_at(raw).decode("utf-8"))
-        finally:
-            lib.jsonbus_string_free(raw)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -254,19 +251,16 @@ class Bus:
         :meth:`request_async` / :meth:`arequest` there)."""
         t = topic_bytes(topic)
         p = payload_bytes(json)
-        out = c_void_p()
+        timeout_ms = timeout_ms_arg(timeout_ms)
+        out = String()  # made before the call, freed in the finally whatever lands when
         out_len = c_size_t()
-        ptr = self._acquire()
         try:
-            rc = lib.jsonbus_request(ptr, t, p, len(p), int(timeout_ms), byref(out), byref(out_len))
+            rc = self._call(lib.jsonbus_request, t, p, len(p), timeout_ms, byref(out), byref(out_len))
             if rc != C.OK:
                 raise last_error(rc)
+            return out.text(out_len.value)
         finally:
-            self._release()
-        try:
-            return string_at(out.value, out_len.value).decode("utf-8", "replace")
-        finally:
-            lib.jsonbus_string_free(out)
+            out.free()
 
     def request_async(self, topic, json, callback, timeout_ms=-1):
         """Publish a request without waiting (``jsonbus_request_async``):
@@ -275,27 +269,35 @@ class Bus:
         ``jsonbus.ERR_CLOSED`` and None. It may run before this returns. Raises (and never
         calls ``callback``) if the request is refused, e.g. :class:`jsonbus.NoRespondersError`.
         Works from a callback of this bus."""
+        self._request_async(topic, json, callback, timeout_ms)
+
+    def _request_async(self, topic, json, callback, timeout_ms):
+        """:meth:`request_async`; returns the registry key of ``callback``."""
         if not callable(callback):
             raise TypeError("callback must be callable")
         t = topic_bytes(topic)
         p = payload_bytes(json)
-        key = cb.register(cb.ReplyState(callback, self._addr, int(timeout_ms)))
+        timeout_ms = timeout_ms_arg(timeout_ms)
+        key = cb.register(cb.ReplyState(callback, self._addr))
         try:
-            ptr = self._acquire()
-        except BaseException:
+            rc = self._call(lib.jsonbus_request_async, t, p, len(p), timeout_ms, cb.on_reply_c, key)
+        except ClosedError:
             cb.unregister(key)
             raise
-        try:
-            rc = lib.jsonbus_request_async(ptr, t, p, len(p), int(timeout_ms), cb.on_reply_c, key)
-            if rc != C.OK:
-                cb.unregister(key)
-                raise last_error(rc)
-        finally:
-            self._release()
+        if rc != C.OK:  # refused: the library never calls it
+            err = last_error(rc)
+            cb.unregister(key)
+            raise err
+        return key
 
     async def arequest(self, topic, json, timeout_ms=-1):
         """Await the reply to a request on ``topic`` (asyncio; built on
-        :meth:`request_async`). Returns the reply's JSON text; raises as :meth:`request`."""
+        :meth:`request_async`). Returns the reply's JSON text; raises as :meth:`request`.
+
+        If the awaiting task is cancelled, what Python holds for the request is dropped at
+        once; the request itself cannot be withdrawn from the library and stays outstanding
+        (counted in ``requests_waiting``) until its reply, its time-out or the close, when its
+        callback finds nothing to call and returns."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
 
@@ -317,8 +319,11 @@ class Bus:
             except RuntimeError:  # the loop is closed: nobody waits any more
                 pass
 
-        self.request_async(topic, json, done, timeout_ms)
-        return await fut
+        key = self._request_async(topic, json, done, timeout_ms)
+        try:
+            return await fut
+        finally:
+            cb.unregister(key)  # a no-op once the reply came; on cancellation, frees `done`
 
     def reply(self, message, json):
         """Answer a request ``message`` (one with ``reply_to``) with ``json``.
@@ -348,33 +353,42 @@ class Bus:
         :class:`jsonbus.ClosedError` (``flush`` returns True, ``stats`` the final counters).
 
         Returns True if everything was delivered, False if something was discarded. A second
-        close returns the first one's result. Raises :class:`jsonbus.DeadlockError` (and
-        does nothing) from a callback or end notice of this bus.
+        close returns the first one's result. Once it has begun, :meth:`subscribe` and
+        :meth:`subscribe_pull` raise :class:`jsonbus.ClosedError`. Raises
+        :class:`jsonbus.DeadlockError` (and does nothing) from a callback or end notice of this
+        bus.
         """
+        timeout_ms = timeout_ms_arg(timeout_ms)
         if cb.in_callback_of(self._addr) and self._ptr is not None:
             raise make_error(C.ERR_DEADLOCK, "close() from a callback of this bus would wait for that callback")
         with self._close_lock:
             ptr = self._ptr
             if ptr is None:
                 return bool(self._close_result)
-            pulls = list(self._pulls.values())
+            with self._lock:
+                # From here no subscription is added behind the snapshot's back (a
+                # subscribe_pull already inside the C call releases its own: see there).
+                self._closing = True
+                pulls = list(self._pulls.values())
             if timeout_ms < 0:
                 for sub in pulls:
                     sub.unsubscribe(_reason="closed")
-            rc = lib.jsonbus_close(ptr, int(timeout_ms))
+            rc = lib.jsonbus_close(ptr, timeout_ms)
             if rc not in (C.OK, C.ERR_TIMEOUT):
+                with self._lock:
+                    self._closing = False
                 raise last_error(rc)
             for sub in pulls:
-                sub._detach_loops()
+                sub._end("closed")  # before jsonbus_free closes their descriptors
             try:
-                self._final_stats = self._stats_unguarded(ptr)
+                self._final_stats = json_result(lib.jsonbus_stats(ptr))
             except Exception:
                 pass
             with self._lock:
                 self._freeing = True
                 self._ptr = None
                 while self._inflight:
-                    self._idle.wait()
+                    self._idle.wait(0.1)  # (re-checks: a notify lost to Ctrl-C cannot hang it)
             lib.jsonbus_free(ptr)
             self._close_result = rc == C.OK
             _live.discard(self)
@@ -391,16 +405,25 @@ class Bus:
         if ptr is None:
             return
         self._ptr = None
-        if cb.in_callback_of(self._addr):
-            # jsonbus_free would do nothing here (it cannot wait for this callback).
-            try:
-                t = threading.Thread(target=lib.jsonbus_free, args=(ptr,), name="jsonbus-free", daemon=False)
-                t.start()
-                _pending_frees.append(t)
-            except RuntimeError:  # interpreter shutting down: leave it
-                pass
-        else:
+        if not cb.in_callback_of(self._addr):
             lib.jsonbus_free(ptr)
+            # It does nothing (DEADLOCK) on a dispatcher thread of this bus: a finalizer can
+            # run there before _callbacks marks the thread (cyclic GC inside ctypes).
+            if lib.jsonbus_last_status() != C.ERR_DEADLOCK:
+                return
+        # jsonbus_free cannot wait for the callback running on this thread: a helper does it.
+        for t in list(_pending_frees):
+            if not t.is_alive():
+                try:
+                    _pending_frees.remove(t)
+                except ValueError:  # pruned by another thread meanwhile
+                    pass
+        try:
+            t = threading.Thread(target=lib.jsonbus_free, args=(ptr,), name="jsonbus-free", daemon=False)
+            t.start()
+            _pending_frees.append(t)
+        except RuntimeError:  # interpreter shutting down: leave it
+            pass
 
     def __repr__(self):
         return "<jsonbus.Bus %s>" % ("closed" if self._ptr is None else "0x%x" % self._addr)
@@ -408,6 +431,11 @@ class Bus:
 
 @atexit.register
 def _close_all():
+    # A close without a time limit, which waits for what is queued for callbacks and for
+    # pulled messages not yet released. It cannot hang on the latter: Python never holds a
+    # pulled message beyond the next() call that copies and releases it (also when Ctrl-C
+    # lands there), close() first releases every pull subscription, and none can be added
+    # once it began.
     for bus in list(_live):
         try:
             bus.close()

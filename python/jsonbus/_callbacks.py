@@ -43,7 +43,8 @@ def register(state):
 
 
 def unregister(key):
-    """Drop a registration whose C call failed (so the library will never call it)."""
+    """Drop a registration: one whose C call failed (the library will never call it), or one
+    nobody waits for any more (a cancelled ``arequest``: the library's call finds nothing)."""
     return _states.pop(key, None)
 
 
@@ -183,12 +184,11 @@ def _on_end(sub_id, reason, key):
 class ReplyState:
     """A pending ``jsonbus_request_async``: its Python callback, until called once."""
 
-    __slots__ = ("callback", "bus_addr", "timeout_ms")
+    __slots__ = ("callback", "bus_addr")
 
-    def __init__(self, callback, bus_addr, timeout_ms):
+    def __init__(self, callback, bus_addr):
         self.callback = callback
         self.bus_addr = bus_addr
-        self.timeout_ms = timeout_ms
 
 
 def _on_reply(status, reply_ptr, key):

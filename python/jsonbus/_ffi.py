@@ -1,5 +1,6 @@
 # The ctypes layer: finds and loads the jsonbus shared library, declares every C function's
-# signature and the jsonbus_message struct, and reads the status / end-reason constants.
+# signature, the jsonbus_message struct and the String type for strings the library returns,
+# and reads the status / end-reason constants.
 """Low-level ctypes bindings to the jsonbus C API (``include/jsonbus.h``).
 
 Nothing here is public API: the rest of the package goes through :data:`lib`, whose
@@ -22,9 +23,11 @@ from ctypes import (
     c_size_t,
     c_uint64,
     c_void_p,
+    string_at,
 )
 
-__all__ = ["lib", "library_path", "Message_c", "CALLBACK", "END_CALLBACK", "REPLY_CALLBACK"]
+__all__ = ["lib", "library_path", "Message_c", "MessagePtr", "String", "CALLBACK", "END_CALLBACK",
+           "REPLY_CALLBACK"]
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -101,6 +104,30 @@ class Message_c(Structure):
 
 MessagePtr = POINTER(Message_c)
 
+
+class String(c_void_p):
+    """A string the library returned for us to free with ``jsonbus_string_free`` (stats, a
+    request's reply). :meth:`free` frees it once; so does the object going away, which covers an
+    exception (Ctrl-C) that lands between the C call's return and the code that frees it. (As a
+    subclass of ``c_void_p`` it comes back from ctypes as itself, not as a plain int.)"""
+
+    def text(self, length=-1):
+        """The string (``length`` bytes, or up to its NUL) decoded as UTF-8."""
+        return string_at(self, length).decode("utf-8", "replace")
+
+    def free(self):
+        """``jsonbus_string_free`` it, unless already freed (or NULL)."""
+        if self.value:
+            lib.jsonbus_string_free(self)
+            self.value = None
+
+    def __del__(self):
+        try:
+            self.free()
+        except Exception:  # interpreter shutdown
+            pass
+
+
 # int32_t (*jsonbus_callback)(const jsonbus_message *msg, void *user_data)
 CALLBACK = CFUNCTYPE(c_int32, MessagePtr, c_void_p)
 # void (*jsonbus_end_callback)(int64_t subscription, int32_t reason, void *user_data)
@@ -126,10 +153,10 @@ _SIGNATURES = {
     "jsonbus_unsubscribe": (c_int32, [_bus, c_int64]),
     "jsonbus_publish": (c_int32, [_bus, _str, c_char_p, c_size_t]),
     "jsonbus_flush": (c_int32, [_bus, c_int32]),
-    # Returned strings that must be freed come back as raw pointers (c_void_p), not c_char_p,
-    # which would copy them and lose the pointer.
-    "jsonbus_stats": (c_void_p, [_bus]),
-    "jsonbus_subscription_stats": (c_void_p, [_bus, c_int64]),
+    # Returned strings that must be freed come back as String (a c_void_p that frees itself),
+    # not c_char_p, which would copy them and lose the pointer.
+    "jsonbus_stats": (String, [_bus]),
+    "jsonbus_subscription_stats": (String, [_bus, c_int64]),
     "jsonbus_string_free": (None, [c_void_p]),
     "jsonbus_request": (
         c_int32,

@@ -1,12 +1,14 @@
-# Message: the plain Python copy of a struct jsonbus_message, and the helpers that turn
-# Python topics, payloads and options into the bytes the C API takes.
-"""The :class:`Message` type and argument conversion helpers."""
+# Message: the plain Python copy of a struct jsonbus_message, the helpers that turn Python
+# topics, payloads, options and time-outs into what the C API takes, and JSON results back.
+"""The :class:`Message` type and argument / result conversion helpers."""
 
 import json as _json
+import operator
 from ctypes import string_at
 
 from . import _constants as C
-from ._errors import make_error
+from ._errors import last_error, make_error
+from ._ffi import lib
 
 __all__ = ["Message"]
 
@@ -101,9 +103,9 @@ def payload_bytes(payload):
 
 
 def options_bytes(options):
-    """Options as the C API's JSON text: ``None`` -> NULL, a dict -> ``json.dumps``, a
-    str/bytes -> passed as it is."""
-    if options is None:
+    """Options as the C API's JSON text: ``None`` or ``""`` -> NULL (the defaults, as in the
+    C++ API), a dict -> ``json.dumps``, other str/bytes -> passed as it is."""
+    if options is None or (isinstance(options, (str, bytes)) and not options):
         return None
     if isinstance(options, dict):
         data = _json.dumps(options).encode("utf-8")
@@ -116,3 +118,30 @@ def options_bytes(options):
     if b"\0" in data:
         raise make_error(C.ERR_OPTIONS, "the options contain a NUL character")
     return data
+
+
+#: The largest time-out an ``int32_t`` parameter takes (about 24.8 days).
+TIMEOUT_MAX_MS = 2 ** 31 - 1
+
+
+def timeout_ms_arg(timeout_ms):
+    """A time-out in milliseconds for an ``int32_t`` parameter: negative -> -1 (no limit),
+    above :data:`TIMEOUT_MAX_MS` -> that (ctypes would wrap it silently: ``2**32`` to 0, 3e9
+    to a negative value). Only ints (``operator.index``): a float raises TypeError."""
+    try:
+        ms = operator.index(timeout_ms)
+    except TypeError:
+        raise TypeError("timeout_ms must be an int (milliseconds), not %s"
+                        % type(timeout_ms).__name__) from None
+    return -1 if ms < 0 else min(ms, TIMEOUT_MAX_MS)
+
+
+def json_result(raw):
+    """The JSON object in a :class:`jsonbus._ffi.String` the library returned (stats), as a
+    dict, the string freed; NULL raises this thread's last error."""
+    try:
+        if not raw:
+            raise last_error(lib.jsonbus_last_status())
+        return _json.loads(raw.text())
+    finally:
+        raw.free()

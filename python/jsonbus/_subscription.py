@@ -3,15 +3,15 @@
 """Subscription handles."""
 
 import asyncio
-import json as _json
+import os
 import threading
 import time
-from ctypes import byref, string_at
+from ctypes import byref
 
 from . import _constants as C
 from ._errors import ClosedError, EndedError, NotFoundError, last_error, make_error
 from ._ffi import MessagePtr, lib
-from ._message import copy_message
+from ._message import copy_message, json_result, timeout_ms_arg
 
 __all__ = ["Subscription", "PullSubscription"]
 
@@ -21,35 +21,21 @@ _SLICE_MS = 200
 
 
 def _stats(bus, sub_id):
-    ptr = bus._acquire()
-    try:
-        raw = lib.jsonbus_subscription_stats(ptr, sub_id)
-        if not raw:
-            raise last_error(lib.jsonbus_last_status())
-        try:
-            return _json.loads(string_at(raw).decode("utf-8"))
-        finally:
-            lib.jsonbus_string_free(raw)
-    finally:
-        bus._release()
+    return json_result(bus._call(lib.jsonbus_subscription_stats, sub_id))
 
 
 def _unsubscribe(bus, sub_id):
     """jsonbus_unsubscribe: True when it ended/released the subscription now, False when it
     was already gone (ended on its own, or the bus is closed)."""
     try:
-        ptr = bus._acquire()
+        rc = bus._call(lib.jsonbus_unsubscribe, sub_id)
     except ClosedError:
         return False
-    try:
-        rc = lib.jsonbus_unsubscribe(ptr, sub_id)
-        if rc == C.OK:
-            return True
-        if rc == C.ERR_NOT_FOUND:
-            return False
-        raise last_error(rc)
-    finally:
-        bus._release()
+    if rc == C.OK:
+        return True
+    if rc == C.ERR_NOT_FOUND:
+        return False
+    raise last_error(rc)
 
 
 class Subscription:
@@ -132,7 +118,8 @@ class PullSubscription:
     :meth:`next`, by iterating, or with ``await``/``async for`` on asyncio.
 
     Every message is copied out and released (``jsonbus_message_release``) before it is
-    returned, so nothing handed out is ever held by Python.
+    returned, so nothing handed out is ever held by Python (a Ctrl-C that lands just as one is
+    taken loses that message, it does not keep it held).
 
     **Iteration** (``for msg in sub`` and ``async for msg in sub``) waits for each next
     message without a time limit and ends when the subscription has ended and its queue is
@@ -155,34 +142,40 @@ class PullSubscription:
         self.bus = bus
         self.id = sub_id
         self.pattern = pattern
-        self._released = False
+        # _lock guards _closing, _fd and _readers. _closing (False, "unsubscribed" or
+        # "closed") is set before the library may close the descriptor: from then on no event
+        # loop registers it and fileno() raises.
+        self._lock = threading.Lock()
+        self._closing = False
         self._fd = None
-        self._readers = {}  # asyncio loop -> future completed when the descriptor is readable
+        self._readers = {}  # asyncio loop -> its _Reader
 
     # -- taking messages --------------------------------------------------------------
 
     def _next_once(self, timeout_ms):
         out = MessagePtr()
-        bus = self.bus
-        ptr = bus._acquire()
+        msg = None
         try:
-            rc = lib.jsonbus_next(ptr, self.id, timeout_ms, byref(out))
-            if rc == C.OK:
+            rc = self.bus._call(lib.jsonbus_next, self.id, timeout_ms, byref(out))
+        finally:
+            # Whatever lands after the C call returned (Ctrl-C), a message it handed out is
+            # copied and released: a held one would make close() wait for it.
+            if out:
                 try:
-                    return copy_message(out)
+                    msg = copy_message(out)
                 finally:
                     lib.jsonbus_message_release(out)
-            if rc == C.ERR_TIMEOUT:
-                return None
-            err = last_error(rc)
-        finally:
-            bus._release()
-        if isinstance(err, NotFoundError) and self._released:
-            err = self._released_error()
+        if msg is not None:
+            return msg
+        if rc == C.ERR_TIMEOUT:
+            return None
+        err = last_error(rc)
+        if isinstance(err, NotFoundError) and self._closing:
+            err = self._closing_error()
         raise err
 
-    def _released_error(self):
-        if self._released == "closed":
+    def _closing_error(self):
+        if self._closing == "closed":
             return make_error(C.ERR_CLOSED, "the bus was closed (Bus.close() ended the subscription)")
         return make_error(C.ERR_ENDED, "the subscription was unsubscribed")
 
@@ -193,9 +186,9 @@ class PullSubscription:
         Raises :class:`jsonbus.EndedError` once the subscription has ended and its queue is
         empty (the message says why), :class:`jsonbus.ClosedError` after ``Bus.close()``.
         """
-        if self._released:
-            raise self._released_error()
-        timeout_ms = int(timeout_ms)
+        timeout_ms = timeout_ms_arg(timeout_ms)
+        if self._closing:
+            raise self._closing_error()
         if threading.get_ident() != _MAIN_IDENT or 0 <= timeout_ms <= _SLICE_MS:
             return self._next_once(timeout_ms)
         # Main thread: wait in slices so that signal handlers (KeyboardInterrupt) run.
@@ -223,18 +216,22 @@ class PullSubscription:
         """The pull descriptor (``jsonbus_pull_fd``; POSIX): it polls readable while a
         message waits or the subscription has ended (level-triggered). Owned by the library:
         never read, write or close it; it is closed by :meth:`unsubscribe` or
-        ``Bus.close()``. Raises :class:`jsonbus.UnsupportedError` on Windows."""
-        fd = self._fd
-        if fd is None:
-            ptr = self.bus._acquire()
-            try:
-                rc = lib.jsonbus_pull_fd(ptr, self.id)
-                if rc < 0:
-                    raise last_error(rc)
-            finally:
-                self.bus._release()
-            fd = self._fd = rc
-        return fd
+        ``Bus.close()``, and from their start this raises :class:`jsonbus.EndedError` /
+        :class:`jsonbus.ClosedError` (stop watching it before you call them). Raises
+        :class:`jsonbus.UnsupportedError` on Windows."""
+        with self._lock:
+            return self._library_fd()
+
+    def _library_fd(self):
+        # Under _lock: while _closing is unset the library keeps the descriptor open.
+        if self._closing:
+            raise self._closing_error()
+        if self._fd is None:
+            rc = self.bus._call(lib.jsonbus_pull_fd, self.id)
+            if rc < 0:
+                raise last_error(rc)
+            self._fd = rc
+        return self._fd
 
     @property
     def fd(self):
@@ -242,22 +239,30 @@ class PullSubscription:
         return self.fileno()
 
     def _wait_readable(self, loop):
-        fut = self._readers.get(loop)
-        if fut is None:
-            fd = self.fileno()
-            fut = loop.create_future()
-            self._readers[loop] = fut
-            loop.add_reader(fd, self._on_readable, loop, fut)
-        return fut
+        """A future of ``loop`` completed once the descriptor is readable (or the subscription
+        is being released). Loops watch a duplicate of the library's descriptor, which only
+        their own thread closes, after removing it: the library may close its own at any time
+        (unsubscribe, close) without a loop ever holding a closed or reused number."""
+        with self._lock:
+            reader = self._readers.get(loop)
+            if reader is None:
+                fd = os.dup(self._library_fd())  # raises Ended/Closed once _closing is set
+                reader = _Reader(loop, fd)
+                try:
+                    loop.add_reader(fd, self._on_readable, reader)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._readers[loop] = reader
+            return reader.fut
 
-    def _on_readable(self, loop, fut):
-        # One wake-up per registration: the reader is removed at once (the descriptor is
-        # level-triggered, so leaving it would call us again until a waiter has run).
-        if self._readers.get(loop) is fut:
-            del self._readers[loop]
-            loop.remove_reader(self._fd)
-        if not fut.done():
-            fut.set_result(None)
+    def _on_readable(self, reader):
+        # On the loop's thread. One wake-up per registration: the reader is removed at once (the
+        # descriptor is level-triggered, so leaving it would call us again until a waiter ran).
+        with self._lock:
+            if self._readers.get(reader.loop) is reader:
+                del self._readers[reader.loop]
+        reader.drop()
 
     async def anext(self, timeout_ms=-1):
         """Await the next message: like :meth:`next`, without blocking the event loop.
@@ -270,6 +275,7 @@ class PullSubscription:
         Returns None on timeout; raises :class:`jsonbus.EndedError` /
         :class:`jsonbus.ClosedError` as :meth:`next` does.
         """
+        timeout_ms = timeout_ms_arg(timeout_ms)
         loop = asyncio.get_running_loop()
         deadline = None if timeout_ms < 0 else loop.time() + timeout_ms / 1000.0
         while True:
@@ -294,29 +300,30 @@ class PullSubscription:
         except (EndedError, ClosedError):
             raise StopAsyncIteration from None
 
-    def _detach_loops(self):
-        """Remove this descriptor from every asyncio loop that waits on it and wake its
-        waiters, before the library closes the descriptor (a selector must not be left with
-        a closed descriptor). Done on each loop's own thread when it is running elsewhere."""
-        while self._readers:
-            try:
-                loop, fut = self._readers.popitem()
-            except KeyError:
-                break
-            _remove_reader(loop, self._fd, fut)
-
     # -- ending ----------------------------------------------------------------------
+
+    def _end(self, reason):
+        """Mark the subscription as ending (``reason``: "unsubscribed" or "closed") before
+        the library may close its descriptor: no loop registers it any more, and every loop
+        that watches it drops its reader (on its own thread) and wakes its waiters, which then
+        see the end. Returns False if it was already marked."""
+        with self._lock:
+            if self._closing:
+                return False
+            self._closing = reason
+            readers = list(self._readers.values())
+            self._readers.clear()
+        for reader in readers:
+            reader.drop_soon()
+        return True
 
     def unsubscribe(self, _reason="unsubscribed"):
         """End and release the subscription (``jsonbus_unsubscribe``): its waiting messages
         are dropped, its descriptor closed, waiters in :meth:`next`/:meth:`anext` end.
         Returns True if this call released it, False if it was already released (or the bus
         closed)."""
-        if self._released:
+        if not self._end(_reason):
             return False
-        self._released = _reason
-        self.bus._pulls.pop(self.id, None)
-        self._detach_loops()
         return _unsubscribe(self.bus, self.id)
 
     def stats(self):
@@ -332,45 +339,52 @@ class PullSubscription:
 
     def __del__(self):
         try:
-            if not self._released and self.bus._ptr is not None:
+            if not self._closing and self.bus._ptr is not None:
                 self.unsubscribe()
         except Exception:
             pass
 
     def __repr__(self):
         return "<jsonbus.PullSubscription id=%d pattern=%r%s>" % (
-            self.id, self.pattern, " released" if self._released else "")
+            self.id, self.pattern, " released" if self._closing else "")
 
 
-def _remove_reader(loop, fd, fut):
-    def remove():
+class _Reader:
+    """One loop's registration of a duplicate of the pull descriptor: the future its waiters
+    share, and the duplicate, closed by :meth:`drop` right after it is removed from the loop."""
+
+    __slots__ = ("loop", "fd", "fut")
+
+    def __init__(self, loop, fd):
+        self.loop = loop
+        self.fd = fd
+        self.fut = loop.create_future()
+
+    def drop(self):
+        """On the loop's thread (or once it is closed): remove the reader, close the
+        duplicate, wake the waiters. Idempotent."""
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            try:
+                self.loop.remove_reader(fd)  # (a closed loop has no readers left)
+            finally:
+                os.close(fd)
+        if not self.fut.done() and not self.loop.is_closed():
+            self.fut.set_result(None)
+
+    def drop_soon(self):
+        """:meth:`drop` from any thread: at once on the loop's own thread or once the loop is
+        closed, else on the loop's thread through ``call_soon_threadsafe`` (never waiting for
+        it: until it runs, the loop watches a descriptor that is still open)."""
+        loop = self.loop
         try:
-            loop.remove_reader(fd)
-        except Exception:
-            pass
-        if not fut.done():
-            fut.set_result(None)
-
-    if loop.is_closed():
-        return
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop or not loop.is_running():
-        remove()
-        return
-    done = threading.Event()
-
-    def remote():
-        try:
-            remove()
-        finally:
-            done.set()
-
-    try:
-        loop.call_soon_threadsafe(remote)
-    except RuntimeError:  # closed meanwhile
-        return
-    # Bounded: the loop's thread might itself be waiting for us.
-    done.wait(1.0)
+            on_loop_thread = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop_thread = False
+        if not on_loop_thread and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self.drop)
+                return
+            except RuntimeError:  # closed meanwhile
+                pass
+        self.drop()

@@ -387,6 +387,117 @@ static void test_storage_lifetime() {
     // (JSONBUS_UNSUBSCRIBE, max_failures and refused subscriptions: in the tests above)
 }
 
+// ---- a Bus destroyed in its own callables, end notices and Subscription calls -------------
+
+// Runs `fn` on another thread and fails if it has not returned within 10 s: a deadlock then
+// fails the test (fail() exits the process) instead of hanging it.
+static void within_10s(const char* what, const std::function<void()>& fn) {
+    std::atomic<bool> done{false};
+    std::thread t([&] {
+        fn();
+        done = true;
+    });
+    if (!wait_until([&] { return done.load(); })) {
+        fail(__FILE__, __LINE__, std::string(what) + ": deadlocked");
+    }
+    t.join();
+}
+
+static void test_bus_destroyed_inside() {
+    using BusPtr = std::shared_ptr<Bus>;
+    // Each case makes a bus with a callable `other` that only its free destroys, and a
+    // pull subscription; then the last BusPtr is dropped inside a use of the bus. The bus
+    // must then be freed (`other` destroyed once, `pull` ended), without a deadlock.
+    auto run = [](const char* what, const std::function<void(BusPtr, std::atomic<int>&)>& body) {
+        std::atomic<int> other_destroyed{0}, own_destroyed{0};
+        Subscription other;
+        PullSubscription pull;
+        within_10s(what, [&] {
+            auto bus = std::make_shared<Bus>(R"({"dispatcher_threads":2})");
+            other = bus->subscribe("other", [t = Tracker(other_destroyed)](const Message&) {});
+            pull = bus->subscribe_pull("pull");
+            body(std::move(bus), own_destroyed);
+        });
+        if (!wait_until([&] { return other_destroyed.load() == 1; }, 5000)) {
+            fail(__FILE__, __LINE__, std::string(what) + ": the bus was not freed (leaked)");
+        }
+        CHECK(wait_until([&] { return own_destroyed.load() == 1; }));
+        CHECK(!other.unsubscribe());  // the Bus is gone: does nothing
+        CHECK(!pull.next(0));
+        CHECK(pull.ended());
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        CHECK_EQ(other_destroyed.load(), 1);
+        CHECK_EQ(own_destroyed.load(), 1);
+    };
+
+    // 1. unsubscribe() on this thread: the end notice destroys the callable and the last Bus
+    run("unsubscribe()", [](BusPtr bus, std::atomic<int>& own) {
+        auto sub = bus->subscribe("a", [b = bus, t = Tracker(own)](const Message&) {});
+        bus.reset();
+        CHECK(sub.unsubscribe());
+        CHECK_EQ(own.load(), 1);
+    });
+    // 2. the same by ~Subscription
+    run("~Subscription", [](BusPtr bus, std::atomic<int>& own) {
+        auto sub = bus->subscribe("a", [b = bus, t = Tracker(own)](const Message&) {});
+        bus.reset();
+    });
+    // 3. the callable returns JSONBUS_UNSUBSCRIBE: the end notice, on a dispatcher thread
+    run("JSONBUS_UNSUBSCRIBE", [](BusPtr bus, std::atomic<int>& own) {
+        auto dropped = std::make_shared<std::atomic<bool>>(false);
+        bus->subscribe("a", [b = bus, dropped, t = Tracker(own)](const Message&) {
+               wait_until([&] { return dropped->load(); });  // until it holds the last BusPtr
+               return JSONBUS_UNSUBSCRIBE;
+           }).detach();
+        bus->publish("a", "{}");
+        bus.reset();
+        *dropped = true;
+    });
+    // 4. in the callable itself, which drops the last BusPtr (its storage is destroyed
+    //    later, by the free)
+    run("in a callable", [](BusPtr bus, std::atomic<int>& own) {
+        auto last = std::make_shared<BusPtr>(bus);  // read only by the callable
+        auto ready = std::make_shared<std::atomic<bool>>(false);
+        bus->subscribe("a", [last, ready, t = Tracker(own)](const Message&) {
+               wait_until([&] { return ready->load(); });
+               last->reset();
+           }).detach();
+        bus->publish("a", "{}");
+        bus.reset();
+        *ready = true;
+    });
+    // 5. request_async's callable holds the last BusPtr, destroyed right after its call
+    run("request_async", [](BusPtr bus, std::atomic<int>& own) {
+        jsonbus::c_bus* raw = bus->raw();
+        bus->subscribe("svc", [raw](const Message& m) {
+               return jsonbus_reply(raw, m.raw(), "1", 1);
+           }).detach();
+        auto ready = std::make_shared<std::atomic<bool>>(false);
+        bus->request_async("svc", "{}", 5000,
+                           [b = bus, ready, t = Tracker(own)](int32_t, const Message*) {
+                               wait_until([&] { return ready->load(); });
+                           });
+        bus.reset();
+        *ready = true;
+    });
+    // 6. nested: a callable of this bus unsubscribes a subscription of another bus, whose end
+    //    notice (run on this dispatcher thread) drops this bus's last BusPtr
+    run("nested end notice", [](BusPtr bus, std::atomic<int>& own) {
+        Bus other_bus;
+        auto holder = std::make_shared<std::optional<Subscription>>();
+        *holder = other_bus.subscribe("x", [b = bus, t = Tracker(own)](const Message&) {});
+        auto ready = std::make_shared<std::atomic<bool>>(false);
+        bus->subscribe("a", [holder, ready](const Message&) {
+               wait_until([&] { return ready->load(); });
+               holder->reset();  // ends other_bus's subscription here: ~Bus of `bus` inside
+           }).detach();
+        bus->publish("a", "{}");
+        bus.reset();
+        *ready = true;
+        CHECK(wait_until([&] { return own.load() == 1; }));
+    });
+}
+
 // ---- move semantics ------------------------------------------------------------------------
 
 static void test_move() {
@@ -859,6 +970,7 @@ int main() {
         {"exceptions", test_exceptions},
         {"errors", test_errors},
         {"storage_lifetime", test_storage_lifetime},
+        {"bus_destroyed_inside", test_bus_destroyed_inside},
         {"move", test_move},
         {"pull", test_pull},
         {"request", test_request},
