@@ -8,6 +8,13 @@ fn main() {
     let dir = Path::new(&dir);
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
+    // The shared library's soname, as a C library's: libjsonbus.so.<major>. Programs linked
+    // against it record that name; `cmake --install` puts libjsonbus.so.<major>.<minor>.<patch>
+    // with the libjsonbus.so.<major> and libjsonbus.so links beside it.
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        let major = std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap_or_default();
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libjsonbus.so.{major}");
+    }
     let mut config =
         cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("read cbindgen.toml");
     let version =

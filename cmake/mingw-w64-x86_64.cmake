@@ -10,8 +10,17 @@ set(CMAKE_SYSTEM_NAME Windows)
 set(CMAKE_SYSTEM_PROCESSOR x86_64)
 
 set(_jsonbus_mingw_prefix x86_64-w64-mingw32)
-set(CMAKE_C_COMPILER ${_jsonbus_mingw_prefix}-gcc)
-set(CMAKE_CXX_COMPILER ${_jsonbus_mingw_prefix}-g++)
+# The "posix" thread model where there is a choice (Debian: -posix and -win32 variants, the
+# plain names default to win32): GCC 12's win32 model has no std::thread or std::mutex, which
+# jsonbus.hpp uses.
+find_program(_jsonbus_mingw_gcc NAMES ${_jsonbus_mingw_prefix}-gcc-posix ${_jsonbus_mingw_prefix}-gcc)
+find_program(_jsonbus_mingw_gxx NAMES ${_jsonbus_mingw_prefix}-g++-posix ${_jsonbus_mingw_prefix}-g++)
+if(NOT _jsonbus_mingw_gcc OR NOT _jsonbus_mingw_gxx)
+  message(FATAL_ERROR "${_jsonbus_mingw_prefix}-gcc/g++ not found: install mingw-w64 "
+                      "(Debian: gcc-mingw-w64-x86-64 g++-mingw-w64-x86-64)")
+endif()
+set(CMAKE_C_COMPILER ${_jsonbus_mingw_gcc})
+set(CMAKE_CXX_COMPILER ${_jsonbus_mingw_gxx})
 set(CMAKE_RC_COMPILER ${_jsonbus_mingw_prefix}-windres)
 
 # Headers and libraries of the target only from the mingw sysroot; programs from the host.

@@ -603,7 +603,8 @@ int32_t jsonbus_cancel(struct jsonbus *bus, int64_t timer);
  *   Subscriptions outside the group get the message as usual.
  *
  * `cb` is required; `on_end` may be NULL. Both get `user_data`. Returns the subscription id
- * (> 0) or NULL, CLOSED, OPTIONS, TOPIC.
+ * (> 0) or NULL, CLOSED, OPTIONS, TOPIC. A refused subscription never calls `cb` or `on_end`:
+ * `user_data` is still the caller's to free.
  */
 int64_t jsonbus_subscribe_with(struct jsonbus *bus, const char *pattern, const char *options_json, jsonbus_callback cb, jsonbus_end_callback on_end, void *user_data);
 

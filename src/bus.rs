@@ -323,7 +323,8 @@ impl Bus {
                     reason.name().to_string_lossy(),
                     reason.describe(),
                     match reason {
-                        EndReason::Closed => "",
+                        // closed: the bus releases it; unsubscribed: that call does
+                        EndReason::Closed | EndReason::Unsubscribed => "",
                         _ => "; jsonbus_unsubscribe releases it",
                     }
                 ),

@@ -110,6 +110,9 @@ thread_local! {
     static CURRENT: Cell<(u64, i64)> = const { Cell::new((0, 0)) };
     /// On a dispatcher thread: its bus id. Zero elsewhere (a plain integer, as above).
     static DISPATCHER: Cell<u64> = const { Cell::new(0) };
+    /// The bus ids of the callbacks around the one in `CURRENT`, innermost first (an end
+    /// notice of bus B run by `jsonbus_unsubscribe` from a callback of bus A is inside both).
+    static ENCLOSING: Cell<Enclosing> = const { Cell::new([0; NESTING]) };
     /// On a dispatcher thread: the flush epoch of the message being delivered, inherited by what
     /// its callback publishes. Only dispatcher threads ever touch it (it has a destructor).
     static PARENT: RefCell<Option<Arc<Epoch>>> = const { RefCell::new(None) };
@@ -123,11 +126,22 @@ static CURRENT: OsLocal<Cell<(u64, i64)>> = OsLocal::new();
 static DISPATCHER: OsLocal<Cell<u64>> = OsLocal::new();
 #[cfg(windows)]
 static PARENT: OsLocal<RefCell<Option<Arc<Epoch>>>> = OsLocal::new();
+#[cfg(windows)]
+static ENCLOSING: OsLocal<Cell<Enclosing>> = OsLocal::new();
+
+/// How many enclosing callbacks a thread remembers: nesting deeper than this (end notices of
+/// four buses run one inside the other) forgets the outermost, whose bus would then not see
+/// that a flush or close from inside would wait for itself.
+const NESTING: usize = 3;
+type Enclosing = [u64; NESTING];
 
 /// Whether this thread is a dispatcher of bus `bus_id`, or runs one of its end notices (so
 /// it is inside a callback of that bus whenever it runs host code).
 pub fn in_callback_of(bus_id: u64) -> bool {
-    CURRENT.get().0 == bus_id
+    bus_id != 0
+        && (CURRENT.get().0 == bus_id
+            || DISPATCHER.get() == bus_id
+            || ENCLOSING.get().contains(&bus_id))
 }
 
 /// The epoch of the message whose callback is running on this dispatcher thread of bus
@@ -143,7 +157,15 @@ pub fn parent_epoch(bus_id: u64) -> Option<Arc<Epoch>> {
 /// on whatever thread this is.
 pub fn as_callback(bus: u64, sub: i64, f: &mut dyn FnMut()) {
     let outer = CURRENT.replace((bus, sub));
+    let enclosing = ENCLOSING.get();
+    if outer.0 != 0 {
+        let mut inner = enclosing;
+        inner.rotate_right(1);
+        inner[0] = outer.0;
+        ENCLOSING.set(inner);
+    }
     f();
+    ENCLOSING.set(enclosing);
     CURRENT.set(outer);
 }
 
@@ -347,4 +369,31 @@ fn deliver(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Me
     }
     PARENT.with(|p| p.borrow_mut().take());
     taken
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_end_notice_inside_another_bus_callback_is_inside_both() {
+        assert!(!in_callback_of(7) && !in_callback_of(0));
+        as_callback(7, 1, &mut || {
+            as_callback(8, 2, &mut || {
+                assert!(in_callback_of(7) && in_callback_of(8));
+                as_callback(9, 3, &mut || {
+                    as_callback(10, 4, &mut || {
+                        assert!(
+                            in_callback_of(7),
+                            "three enclosing callbacks are remembered"
+                        );
+                        assert!(in_callback_of(8) && in_callback_of(9) && in_callback_of(10));
+                    });
+                });
+                assert_eq!(CURRENT.get(), (8, 2));
+            });
+            assert!(in_callback_of(7) && !in_callback_of(8));
+        });
+        assert!(!in_callback_of(7) && !in_callback_of(8) && !in_callback_of(0));
+    }
 }

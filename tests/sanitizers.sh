@@ -76,14 +76,15 @@ vg() { # name, program, args...
 }
 T=$DIR/plain/tests/c
 if [ "$MODE" = quick ]; then
-  step "valgrind memcheck on fast C tests"
+  step "valgrind memcheck on fast C and C++ tests"
   for t in test_errors test_json test_topics test_options test_stats test_reentrant \
            test_unsubscribe test_bad_input test_request; do
     vg "$t" "$T/$t"
   done
   vg test_dlopen_cycles "$T/test_dlopen_cycles" --cycles 20
+  vg test_cxx "$DIR/plain/tests/cxx/test_cxx"
 else
-  step "valgrind memcheck on every C test and example"
+  step "valgrind memcheck on every C and C++ test and example"
   for t in test_order test_serial test_unsubscribe test_reentrant test_full test_close \
            test_flush test_default_bus test_errors test_json test_topics test_options \
            test_stats test_bad_input test_limits test_end_notice test_pull test_groups \
@@ -94,6 +95,8 @@ else
   vg test_dlopen_cycles "$T/test_dlopen_cycles" --require-unmap --cycles 200
   vg soak "$DIR/plain/tests/soak/soak" 10
   for e in quickstart topics dlopen_example; do vg "$e" "$DIR/plain/c-examples/$e"; done
+  vg test_cxx "$DIR/plain/tests/cxx/test_cxx"
+  vg quickstart_cpp "$DIR/plain/tests/cxx/quickstart_cpp"
 
   step "1,000 load/use/unload cycles"
   "$T/test_dlopen_cycles" --require-unmap --check-heap --cycles 1000 || fail "1,000 dlopen cycles"

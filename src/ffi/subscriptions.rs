@@ -62,7 +62,8 @@ fn subscribe(
 ///   Subscriptions outside the group get the message as usual.
 ///
 /// `cb` is required; `on_end` may be NULL. Both get `user_data`. Returns the subscription id
-/// (> 0) or NULL, CLOSED, OPTIONS, TOPIC.
+/// (> 0) or NULL, CLOSED, OPTIONS, TOPIC. A refused subscription never calls `cb` or `on_end`:
+/// `user_data` is still the caller's to free.
 #[no_mangle]
 pub extern "C" fn jsonbus_subscribe_with(
     bus: *mut jsonbus,

@@ -20,10 +20,17 @@ static int32_t slow(const jsonbus_message *msg, void *ud) {
     return JSONBUS_OK;
 }
 
+/* The flusher's result goes back through the caller's struct: a pointer to the thread's own
+ * storage (a _Thread_local, say) would dangle once the thread has been joined. */
+struct flush_call {
+    jsonbus *bus;
+    int32_t rc;
+};
+
 static void *flusher(void *arg) {
-    static _Thread_local int32_t rc;
-    rc = jsonbus_flush(arg, -1);
-    return &rc;
+    struct flush_call *call = arg;
+    call->rc = jsonbus_flush(call->bus, -1);
+    return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -35,13 +42,13 @@ int main(int argc, char **argv) {
         SUBSCRIBE(bus, "x", slow, NULL);
         for (int i = 0; i < 50; i++) PUBLISH(bus, "x", "1");
         pthread_t th;
-        START_THREAD(th, flusher, bus);
+        struct flush_call call = {bus, 0};
+        START_THREAD(th, flusher, &call);
         while (atomic_load(&got) == 0) sleep_us(100); /* the first call is running */
         sleep_ms(5);                                  /* the flush is very likely waiting */
         int32_t close_rc = jsonbus_close(bus, 0);
-        void *out;
-        CHECK_EQ(pthread_join(th, &out), 0);
-        int32_t flush_rc = *(int32_t *)out;
+        CHECK_EQ(pthread_join(th, NULL), 0);
+        int32_t flush_rc = call.rc;
         int n = atomic_load(&got);
         if (n < 50) {
             CHECK_MSG(close_rc == JSONBUS_ERR_TIMEOUT, "round %d: close discarded %d messages "

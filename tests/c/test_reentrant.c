@@ -7,7 +7,9 @@
  *  - jsonbus_free of its own bus from a callback does nothing and sets the last status to
  *    JSONBUS_ERR_DEADLOCK;
  *  - flush of ANOTHER bus from a callback is allowed;
- *  - flush waits for messages that callbacks publish, transitively (a -> b -> c).
+ *  - flush waits for messages that callbacks publish, transitively (a -> b -> c);
+ *  - an end notice of another bus, run by jsonbus_unsubscribe from a callback, is still inside
+ *    that callback: flush, close and free of the callback's bus are DEADLOCK there too.
  */
 #include "check.h"
 
@@ -111,6 +113,26 @@ static int32_t chain_c_cb(const jsonbus_message *msg, void *user_data) {
     return JSONBUS_OK;
 }
 
+/* other_bus's subscription `nested_sub` is ended from a callback of `bus`; its end notice
+ * then runs inside that callback. */
+static int64_t nested_sub;
+static int32_t nested_flush_rc, nested_close_rc, nested_free_status;
+static atomic_int nested_done;
+
+static void nested_end(int64_t id, int32_t reason, void *user_data) {
+    (void)id, (void)reason, (void)user_data;
+    nested_flush_rc = jsonbus_flush(bus, -1);
+    nested_close_rc = jsonbus_close(bus, -1);
+    jsonbus_free(bus);
+    nested_free_status = jsonbus_last_status();
+    atomic_store(&nested_done, 1);
+}
+
+static int32_t nested_outer(const jsonbus_message *msg, void *user_data) {
+    (void)msg, (void)user_data;
+    return jsonbus_unsubscribe(other_bus, nested_sub) == JSONBUS_OK ? JSONBUS_OK : -1;
+}
+
 int main(void) {
     bus = NEW_BUS("{\"dispatcher_threads\":2}");
     other_bus = NEW_BUS(NULL);
@@ -180,6 +202,20 @@ int main(void) {
               "handled: c got %d of 5",
               got);
     CHECK_EQ(atomic_load(&chain_errors), 0);
+
+    /* an end notice of other_bus inside a callback of bus: still inside bus's callback */
+    nested_sub = jsonbus_subscribe_with(other_bus, "nested.b", NULL, count_callback, nested_end,
+                                        NULL);
+    CHECK_MSG(nested_sub > 0, "subscribe_with: %s", jsonbus_last_error());
+    SUBSCRIBE(bus, "nested.a", nested_outer, NULL);
+    PUBLISH(bus, "nested.a", "1");
+    for (int i = 0; i < 500 && !atomic_load(&nested_done); i++) sleep_ms(10);
+    CHECK_MSG(atomic_load(&nested_done),
+              "the end notice of another bus, run from a callback, hung in flush, close or free "
+              "of the callback's own bus (5 s)");
+    CHECK_RC(nested_flush_rc, JSONBUS_ERR_DEADLOCK);
+    CHECK_RC(nested_close_rc, JSONBUS_ERR_DEADLOCK);
+    CHECK_RC(nested_free_status, JSONBUS_ERR_DEADLOCK);
 
     CHECK_OK(jsonbus_close(bus, -1));
     jsonbus_free(bus);
