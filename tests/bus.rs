@@ -228,9 +228,16 @@ fn returning_unsubscribe_ends_the_subscription() {
     let bus = bus("{}");
     let calls = Arc::new(AtomicU64::new(0));
     let c = calls.clone();
+    // The callback waits until all 10 are published: a message published after the end is
+    // routed to nothing (neither delivered nor dropped), which would make the count below vary.
+    let published = Arc::new(AtomicBool::new(false));
+    let p = published.clone();
     bus.subscribe(
         "x",
         Box::new(move |_| {
+            while !p.load(SeqCst) {
+                thread::yield_now();
+            }
             c.fetch_add(1, SeqCst);
             if c.load(SeqCst) == 3 {
                 UNSUBSCRIBE
@@ -243,6 +250,7 @@ fn returning_unsubscribe_ends_the_subscription() {
     for _ in 0..10 {
         bus.publish("x", b"1").unwrap();
     }
+    published.store(true, SeqCst);
     bus.flush(None).unwrap();
     assert_eq!(calls.load(SeqCst), 3);
     let s = bus.stats();
