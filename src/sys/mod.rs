@@ -1,6 +1,6 @@
 //! Operating-system primitives the safe core uses: thread start-up, a pollable readiness
-//! descriptor and (Windows) thread-locals that are given back on unload. Like `ffi`, a place where `unsafe` may live; each block has its SAFETY line and
-//! each primitive its own tests.
+//! descriptor and (Windows) thread-locals that are given back on unload. Like `ffi`, a place
+//! where `unsafe` may live; each block has its SAFETY line and each primitive its own tests.
 
 #[cfg(windows)]
 pub mod local;
