@@ -103,6 +103,24 @@ fi
 ctest "${ctest_args[@]}" || status=1
 step_done
 
+step "cmake --install, a consumer project (find_package, shared and static) under wine"
+prefix="$BUILD/prefix"
+rm -rf "$prefix" "$BUILD/consumer"
+cmake --install "$BUILD" --prefix "$prefix" >/dev/null
+[ -f "$prefix/bin/jsonbus.dll" ] && [ -f "$prefix/lib/libjsonbus.dll.a" ] &&
+    [ -f "$prefix/lib/libjsonbus.a" ] || { echo "install: a library is missing" >&2; status=1; }
+# the toolchain file confines find_package to the mingw root: name the package's directory
+cmake -S "$ROOT/tests/consumer" -B "$BUILD/consumer" \
+    -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/mingw-w64-x86_64.cmake" \
+    -Djsonbus_DIR="$prefix/lib/cmake/jsonbus" >"$BUILD/consumer.log" 2>&1 &&
+    cmake --build "$BUILD/consumer" -j2 --target app_shared app_static >>"$BUILD/consumer.log" 2>&1 ||
+    { cat "$BUILD/consumer.log"; status=1; }
+cp "$prefix/bin/jsonbus.dll" "$BUILD/bcryptprimitives.dll" "$BUILD/consumer/" 2>/dev/null || true
+for app in app_shared app_static; do
+    (cd "$BUILD/consumer" && timeout 120 wine "./$app.exe") || { echo "$app failed" >&2; status=1; }
+done
+step_done
+
 if [ "${JSONBUS_WINDOWS_CARGO_TEST:-1}" != 0 ]; then
     step "cargo test --target $TARGET under wine"
     # the test executables find the bcryptprimitives.dll stand-in through WINEPATH
