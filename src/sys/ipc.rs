@@ -740,10 +740,15 @@ fn received_fds(msg: &libc::msghdr) -> Vec<OwnedFd> {
 /// An exclusive advisory lock (flock `LOCK_EX | LOCK_NB`) on a file, held until dropped.
 #[derive(Debug)]
 pub struct FileLock {
-    _file: File,
+    file: File,
 }
 
 impl FileLock {
+    /// The locked file's metadata (its inode tells whether the path still names it).
+    pub fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        self.file.metadata()
+    }
+
     /// Opens `path` (created if missing, mode 0600, O_CLOEXEC) and locks it; Ok(None) if
     /// another open file description holds the lock (even one in this process).
     pub fn try_lock(path: &Path) -> io::Result<Option<FileLock>> {
@@ -758,7 +763,7 @@ impl FileLock {
         loop {
             // SAFETY: plain system call on our open file.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(Some(FileLock { _file: file }));
+                return Ok(Some(FileLock { file }));
             }
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
