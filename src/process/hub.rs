@@ -12,7 +12,7 @@ use crate::options::{ServeOptions, SubscribeOptions};
 use crate::publish::Wait;
 use crate::status::{Error, Status};
 use crate::subscription::end::EndReason;
-use crate::subscription::{Consumer, Delivery};
+use crate::subscription::{Consumer, Forward};
 use crate::sys::ipc::{self, Credentials, EventFd, Listener, PidFd, SeqPacket};
 use crate::sys::shm::SharedMap;
 use crate::sys::thread::{self, Thread};
@@ -171,11 +171,13 @@ enum Gone {
     Stopping(String),
 }
 
-/// What the hub writes to one peer: shared by the hub thread and the dispatcher threads that
-/// forward deliveries to it.
+/// What the hub writes to one peer: shared by the hub thread and the threads whose publishes
+/// are routed to the peer's subscriptions (they write the deliveries, under the bus lock).
 pub struct Outbound {
     state: Mutex<OutState>,
     to_peer: EventFd,
+    /// Deliveries not yet acknowledged (`OutState::unacked`'s length, readable without the lock).
+    unacked: AtomicUsize,
 }
 
 struct OutState {
@@ -189,6 +191,23 @@ struct OutState {
     /// Set by a dispatcher that found the peer's ring broken.
     broken: Option<String>,
     scratch: Vec<u8>,
+}
+
+/// A hub's subscription on behalf of a peer's subscription `id`: what it routes is written
+/// straight into the peer's ring, under the bus lock, in `seq` order.
+struct PeerSubscription {
+    out: Arc<Outbound>,
+    id: i64,
+}
+
+impl Forward for PeerSubscription {
+    fn forward(&self, message: &Arc<Message>) {
+        self.out.forward(self.id, message);
+    }
+
+    fn outstanding(&self) -> usize {
+        self.out.unacked.load(SeqCst)
+    }
 }
 
 impl Outbound {
@@ -216,6 +235,7 @@ impl Outbound {
         }
         .encode(&mut body);
         s.unacked.insert(token, message.clone());
+        self.unacked.fetch_add(1, SeqCst);
         self.send(&mut s, body);
     }
 
@@ -482,6 +502,7 @@ impl HubThread {
                     scratch: Vec::new(),
                 }),
                 to_peer,
+                unacked: AtomicUsize::new(0),
             });
             let reader = Reader::new(
                 map.clone(),
@@ -714,7 +735,10 @@ impl HubThread {
             Up::Ack { token } => {
                 let m = live.out.state().unacked.remove(&token);
                 match m {
-                    Some(m) => self.shared.spares.recycle(m),
+                    Some(m) => {
+                        live.out.unacked.fetch_sub(1, SeqCst);
+                        self.shared.spares.recycle(m)
+                    }
                     None => {
                         return violation(format!(
                             "an acknowledgement of delivery {token}, which it does not hold"
@@ -780,15 +804,14 @@ impl HubThread {
             let text = serde_json::json!({ "group": group }).to_string();
             options = SubscribeOptions::parse(Some(&text))?;
         }
-        let out = live.out.clone();
-        let callback = Box::new(move |d: &Delivery<'_>| {
-            out.forward(id, d.message);
-            0
+        let to = Arc::new(PeerSubscription {
+            out: live.out.clone(),
+            id,
         });
         let bus = Bus {
             shared: self.shared.clone(),
         };
-        let hub_id = bus.subscribe_with(pattern, options, Consumer::Callback(callback, None))?;
+        let hub_id = bus.subscribe_with(pattern, options, Consumer::Forward(to))?;
         live.subs.insert(id, hub_id);
         Ok(())
     }
@@ -838,6 +861,7 @@ impl HubThread {
             let mut s = live.out.state();
             s.gone = true;
             s.waiting.clear();
+            live.out.unacked.store(0, SeqCst);
             s.unacked.drain().map(|(_, m)| m).collect()
         };
         for (_, hub_id) in live.subs {
