@@ -140,6 +140,9 @@ struct HubThread {
 
 struct Peer {
     socket: SeqPacket,
+    /// Why it is refused: answered once its hello has come (closing a socket with the hello
+    /// unread would reset the connection, and the answer with it).
+    refusal: Option<(Status, String)>,
     credentials: Credentials,
     pidfd: Option<PidFd>,
     since: Instant,
@@ -393,20 +396,15 @@ impl HubThread {
 
     fn accept_all(&mut self) {
         while let Ok(Some(socket)) = self.listener.accept() {
-            let refuse = |socket: &SeqPacket, status: Status, message: String| {
-                let mut buf = Vec::new();
-                refusal(status, message).encode(&mut buf);
-                let _ = socket.send(&buf, &[], 100);
-            };
             let credentials = match socket.peer_credentials() {
                 Ok(c) => c,
                 Err(_) => continue,
             };
             let trusted = credentials.uid == self.me.uid
                 || (self.options.allow_group && credentials.gid == self.me.gid);
-            if !trusted {
-                refuse(
-                    &socket,
+            let admitted = self.peers.values().filter(|p| p.refusal.is_none()).count();
+            let refusal = if !trusted {
+                Some((
                     Status::Permission,
                     format!(
                         "the process {} of user {} (group {}) may not attach: only user {}{} may",
@@ -419,20 +417,18 @@ impl HubThread {
                             false => String::new(),
                         }
                     ),
-                );
-                continue;
-            }
-            if self.peers.len() >= self.options.max_peers {
-                refuse(
-                    &socket,
+                ))
+            } else if admitted >= self.options.max_peers {
+                Some((
                     Status::Limit,
                     format!(
                         "the hub serving \"{}\" has max_peers {} processes attached",
                         self.hub.name.name, self.options.max_peers
                     ),
-                );
-                continue;
-            }
+                ))
+            } else {
+                None
+            };
             let n = self.next_peer;
             self.next_peer += 1;
             if self.epoll.add(socket.fd(), token(n, 0)).is_err() {
@@ -442,6 +438,7 @@ impl HubThread {
                 n,
                 Peer {
                     socket,
+                    refusal,
                     credentials,
                     pidfd: None,
                     since: Instant::now(),
@@ -463,6 +460,11 @@ impl HubThread {
             Err(_) => return self.let_go(n, Gone::Exited),
         };
         let mut out = Vec::new();
+        if let Some((status, message)) = p.refusal.take() {
+            refusal(status, message).encode(&mut out);
+            let _ = p.socket.send(&out, &[], 100);
+            return self.let_go(n, Gone::Dropped("refused".into()));
+        }
         match version {
             Some(wire::VERSION) => {}
             v => {
