@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// The peer's id of the subscription that takes its request replies (`peer::INBOX_ID`).
+const INBOX: i64 = 0;
 /// A hello must come this soon after the connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Records read from one peer before the hub looks at the others.
@@ -50,6 +52,9 @@ pub struct HubCounts {
     pub dropped: AtomicU64,
     /// Units of capacity granted to peers and not yet used: held, but by no message.
     pub credit: AtomicUsize,
+    /// Live subscriptions the hub holds for peers' request replies (one per peer): not
+    /// counted in the stats' `subscriptions`.
+    pub inboxes: AtomicU64,
 }
 
 impl Hub {
@@ -775,6 +780,9 @@ impl HubThread {
             }
             Up::Unsubscribe { id } => {
                 if let Some(hub_id) = live.subs.remove(&id) {
+                    if id == INBOX {
+                        self.hub.counts.inboxes.fetch_sub(1, SeqCst);
+                    }
                     let _ = Bus {
                         shared: self.shared.clone(),
                     }
@@ -815,6 +823,9 @@ impl HubThread {
         };
         let hub_id = bus.subscribe_with(pattern, options, Consumer::Forward(to))?;
         live.subs.insert(id, hub_id);
+        if id == INBOX {
+            self.hub.counts.inboxes.fetch_add(1, SeqCst);
+        }
         Ok(())
     }
 
@@ -866,7 +877,10 @@ impl HubThread {
             live.out.unacked.store(0, SeqCst);
             s.unacked.drain().map(|(_, m)| m).collect()
         };
-        for (_, hub_id) in live.subs {
+        for (id, hub_id) in live.subs {
+            if id == INBOX {
+                self.hub.counts.inboxes.fetch_sub(1, SeqCst);
+            }
             if let Some(sub) = self.shared.known_subscription(hub_id) {
                 self.shared.end(&sub, EndReason::PeerGone);
             }
