@@ -183,3 +183,68 @@ fn a_closing_hub_disconnects_its_peers_and_ends_their_subscriptions() {
     .unwrap();
     assert_eq!(e.status, Status::NoBus);
 }
+
+#[test]
+fn what_a_peer_published_before_it_went_is_delivered() {
+    private_dir();
+    let hub = Bus::new(Options::default()).unwrap();
+    hub.serve("rs-rest", ServeOptions::default()).unwrap();
+    let (_, got) = collect(&hub, "last.>");
+    for round in 0..5 {
+        let a = peer::attach("rs-rest", AttachOptions::parse(None).unwrap()).unwrap();
+        for i in 0..5000 {
+            a.publish("last.words", format!("{i}").as_bytes()).unwrap();
+        }
+        a.close(None).unwrap(); // no flush: the hub still has records to read
+        let want = 5000 * (round + 1);
+        for _ in 0..200 {
+            if got.lock().unwrap().len() >= want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        hub.flush(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(got.lock().unwrap().len(), want, "round {round}");
+    }
+    assert_eq!(hub.stats().queued, 0);
+    hub.close(None).unwrap();
+}
+
+#[test]
+fn a_peer_that_exits_while_the_hub_is_held_up_still_has_every_publish_delivered() {
+    private_dir();
+    let hub = Bus::new(Options::default()).unwrap();
+    hub.serve("rs-held", ServeOptions::default()).unwrap();
+    let got = Arc::new(AtomicU64::new(0));
+    let g = got.clone();
+    let options = SubscribeOptions::parse(Some(r#"{"queue_limit":4,"on_full":"block"}"#)).unwrap();
+    hub.subscribe_with(
+        "slow",
+        options,
+        Consumer::Callback(
+            Box::new(move |_| {
+                std::thread::sleep(Duration::from_micros(200));
+                g.fetch_add(1, SeqCst);
+                0
+            }),
+            None,
+        ),
+    )
+    .unwrap();
+    let a = peer::attach("rs-held", AttachOptions::parse(None).unwrap()).unwrap();
+    for i in 0..3000 {
+        a.publish("slow", format!("{i}").as_bytes()).unwrap();
+    }
+    a.close(None).unwrap(); // the hub is still reading what it left
+    for _ in 0..1000 {
+        if got.load(SeqCst) == 3000 && hub.stats().peers == Some([0, 1, 0]) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(got.load(SeqCst), 3000);
+    assert_eq!(hub.stats().peers, Some([0, 1, 0]));
+    hub.flush(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(hub.stats().queued, 0);
+    hub.close(None).unwrap();
+}

@@ -11,12 +11,15 @@ Example::
         msg = sub.next(timeout_ms=1000)
         print(msg.topic, msg.json, msg.seq)
 
+Across processes (Linux): ``bus.serve("name")`` in one process, ``jsonbus.attach("name")``
+in others; an attached Bus is a Bus in every way.
+
 The shared library is loaded from the package (``jsonbus/_lib``), or from the path in the
 environment variable ``JSONBUS_LIBRARY``, or, in a checkout, from ``../target/release``.
 """
 
 from . import _ffi
-from ._bus import Bus
+from ._bus import Bus, attach
 from ._constants import *  # noqa: F401,F403  (OK, UNSUBSCRIBE, ERR_*, END_*)
 from ._constants import __all__ as _constant_names
 from ._errors import *  # noqa: F401,F403
@@ -52,7 +55,7 @@ def end_reason_name(reason):
 
 
 __all__ = (
-    ["Bus", "Message", "Subscription", "PullSubscription", "version", "now_ns",
+    ["Bus", "attach", "Message", "Subscription", "PullSubscription", "version", "now_ns",
      "status_name", "end_reason_name", "library_path"]
     + list(_constant_names)
     + list(_error_names)

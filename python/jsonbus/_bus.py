@@ -1,21 +1,35 @@
-# Bus: the Python handle on a jsonbus bus (jsonbus_new ... jsonbus_free), with publish,
-# subscribe, flush, request/reply, timers, stats and a close that cannot race a free.
-"""The :class:`Bus` class."""
+# Bus: the Python handle on a jsonbus bus (jsonbus_new or jsonbus_attach ... jsonbus_free),
+# with publish, subscribe, flush, request/reply, timers, stats, serve (one bus across
+# processes) and a close that cannot race a free.
+"""The :class:`Bus` class and :func:`attach`."""
 
 import asyncio
 import atexit
+import json as _json
+import os
+import re
 import threading
+import time
 import weakref
 from ctypes import byref, c_size_t
 
 from . import _callbacks as cb
 from . import _constants as C
+from . import _ffi
 from ._errors import ClosedError, check, last_error, make_error
 from ._ffi import String, lib
-from ._message import json_result, options_bytes, payload_bytes, timeout_ms_arg, topic_bytes
+from ._message import (
+    TIMEOUT_MAX_MS,
+    json_result,
+    name_bytes,
+    options_bytes,
+    payload_bytes,
+    timeout_ms_arg,
+    topic_bytes,
+)
 from ._subscription import PullSubscription, Subscription, _unsubscribe
 
-__all__ = ["Bus"]
+__all__ = ["Bus", "attach"]
 
 #: Every Bus not yet freed, closed at interpreter exit (while threads can still take the GIL).
 _live = weakref.WeakSet()
@@ -24,10 +38,93 @@ _live = weakref.WeakSet()
 _pending_frees = []
 #: jsonbus_publish_after takes delays up to 2**40 ms (larger ones are taken as that).
 _DELAY_MAX_MS = 2 ** 40
+_MAIN_IDENT = threading.main_thread().ident
+#: On the main thread an attach's wait for the name is cut into slices this long, so that
+#: Ctrl-C works (as in PullSubscription.next).
+_ATTACH_SLICE_MS = 200
 
 
 def _closed_error():
     return make_error(C.ERR_CLOSED, "the bus is closed (Bus.close() freed it)")
+
+
+def _require(fn_name):
+    """UnsupportedError unless the loaded library exports ``fn_name`` (an older library)."""
+    if not _ffi.has(fn_name):
+        raise make_error(C.ERR_UNSUPPORTED, "the loaded jsonbus library (%s, %s) has no %s"
+                         % (lib.jsonbus_version().decode("ascii", "replace"),
+                            _ffi.library_path, fn_name))
+
+
+def _name_str(name):
+    return name if isinstance(name, str) else bytes(name).decode("utf-8", "replace")
+
+
+def _unique_keys(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key")  # left for the library to judge, not sliced
+    return dict(pairs)
+
+
+def _sliced_attach_wait(options):
+    """For an attach on the main thread whose ``connect_timeout_ms`` is -1 or over one slice:
+    the options as a dict and that wait, to cut it into slices; else None (the call is made
+    as it is: other threads, the default of 1000 ms, options the library will refuse)."""
+    if threading.get_ident() != _MAIN_IDENT:
+        return None
+    if isinstance(options, dict):
+        opts = dict(options)
+    elif isinstance(options, (str, bytes)) and options:
+        try:
+            opts = _json.loads(options, object_pairs_hook=_unique_keys)
+        except ValueError:
+            return None
+        if not isinstance(opts, dict):
+            return None
+    else:
+        return None
+    wait = opts.get("connect_timeout_ms")
+    if type(wait) is not int or not (wait == -1 or _ATTACH_SLICE_MS < wait <= TIMEOUT_MAX_MS):
+        return None
+    return opts, wait
+
+
+def _attach_handle(raw_name, options):
+    """``jsonbus_attach``: an unowned :class:`jsonbus._ffi.Handle`, or raises. On the main
+    thread a long wait for the name is made of short attempts, so that Ctrl-C interrupts it
+    (a handle an interrupted attempt returned is freed by the Handle)."""
+    raw_opts = options_bytes(options)
+    sliced = _sliced_attach_wait(options)
+    if sliced is None:
+        handle = lib.jsonbus_attach(raw_name, raw_opts)
+        if not handle:
+            raise last_error(lib.jsonbus_last_status())
+        return handle
+    opts, wait = sliced
+    deadline = None if wait < 0 else time.monotonic() + wait / 1000.0
+    while True:
+        slice_ms = _ATTACH_SLICE_MS
+        if deadline is not None:
+            slice_ms = max(0, min(_ATTACH_SLICE_MS, int((deadline - time.monotonic()) * 1000)))
+        opts["connect_timeout_ms"] = slice_ms
+        handle = lib.jsonbus_attach(raw_name, _json.dumps(opts).encode("utf-8"))
+        if handle:
+            return handle
+        status = lib.jsonbus_last_status()
+        if status != C.ERR_NO_BUS or (deadline is not None and time.monotonic() >= deadline):
+            err = last_error(status)
+            if status == C.ERR_NO_BUS:  # name the wait the caller asked for, not the slice's
+                err.message = re.sub(r"connect_timeout_ms \(\d+ ms\)",
+                                     "connect_timeout_ms (%d ms)" % wait, err.message)
+            raise err
+
+
+def attach(name, options=None):
+    """Attach to the bus that another process of this user serves under ``name``
+    (``jsonbus_attach``; Linux) and return it as a :class:`Bus`. Same as
+    :meth:`Bus.attach`."""
+    return Bus.attach(name, options)
 
 
 class Bus:
@@ -37,6 +134,10 @@ class Bus:
     ``queue_capacity``, ``publish_timeout_ms``, ``max_message_bytes``, ``max_depth``,
     ``dispatcher_spin_us``; bad ones raise :class:`jsonbus.OptionsError`. None, ``{}`` and
     ``""`` mean the defaults (``""`` as in the C++ API).
+
+    One bus can be shared by several processes of the user (Linux): :meth:`serve` offers
+    this bus under a name, and :func:`jsonbus.attach` (or :meth:`Bus.attach`) in another
+    process returns a Bus on it, which works in every way as this class says.
 
     Time-outs (``timeout_ms`` everywhere) are ints in milliseconds: negative waits without
     limit, 0 does not wait, and values above ``2**31 - 1`` (the C ``int32_t``) are taken as
@@ -60,6 +161,48 @@ class Bus:
         ptr = lib.jsonbus_new(raw)
         if not ptr:
             raise last_error(lib.jsonbus_last_status())
+        self._setup(ptr)
+
+    @classmethod
+    def attach(cls, name, options=None):
+        """Attach to the bus that another process of this user serves under ``name`` (see
+        :meth:`serve`) and return a Bus on it (``jsonbus_attach``; Linux). It is a Bus in
+        every way: publish, subscribe (callbacks, pull, groups shared with every process),
+        flush, requests and replies, timers, stats, close, the context manager. Its callbacks
+        run on its own dispatcher threads; ``seq`` is the hub's one order for all processes.
+
+        ``options``: ``dispatcher_threads``, ``queue_capacity``, ``publish_timeout_ms`` and
+        ``dispatcher_spin_us`` for this process's side, and ``connect_timeout_ms`` (1000; 0
+        fails at once, -1 waits without limit for the name to be served; on the main thread
+        the wait is cut into 200 ms slices, so that Ctrl-C works). ``max_message_bytes`` and
+        ``max_depth`` are the hub's, and refused here.
+
+        When the hub goes away (exits, closes its bus, or drops this process), publish,
+        subscribe, request and flush raise :class:`jsonbus.DisconnectedError`; waiting
+        requests end with it; each subscription gets its end notice with
+        :data:`jsonbus.END_PEER_GONE` once what it had received has been delivered (a pull
+        subscription hands out its queue, then ends); :meth:`close` still works. In a child
+        made by ``fork`` the parent's attached Bus raises DisconnectedError, ``close``
+        included, and is never freed there (attach again in the child).
+
+        Raises :class:`jsonbus.TopicError` (malformed name, with the rule),
+        :class:`jsonbus.OptionsError`, :class:`jsonbus.NoBusError` (nobody serves the name
+        within ``connect_timeout_ms``), :class:`jsonbus.PermissionDeniedError` (the name
+        directory is not private, or the hub is another user's),
+        :class:`jsonbus.LimitError` (the hub's ``max_peers``), :class:`jsonbus.PeerError`
+        (another protocol version), :class:`jsonbus.DisconnectedError` (the hub went away
+        during the hand-shake) or :class:`jsonbus.UnsupportedError` (not Linux).
+        """
+        raw = name_bytes(name)
+        _require("jsonbus_attach")
+        handle = _attach_handle(raw, options)
+        bus = cls.__new__(cls)
+        bus._ptr = None
+        bus._setup(handle.take(), name=_name_str(name), attached=True)
+        return bus
+
+    def _setup(self, ptr, name=None, attached=False):
+        """Take ownership of the handle ``ptr`` (from jsonbus_new or jsonbus_attach)."""
         self._ptr = ptr
         self._addr = ptr  # kept after the free, to recognise this bus's callbacks
         # Re-entrant: a finalizer (PullSubscription.__del__ -> unsubscribe) may run inside a
@@ -73,7 +216,15 @@ class Bus:
         self._close_result = None
         self._final_stats = None
         self._pulls = weakref.WeakValueDictionary()  # id -> PullSubscription (also released ones)
+        self._name = name
+        self._attached = attached
+        self._pid = os.getpid()  # an attached handle must not be freed in a forked child
         _live.add(self)
+
+    def _forked_away(self):
+        """True in a child made by fork after the attach: the handle is the parent's, and
+        the library answers every call with DISCONNECTED; it must not be freed here."""
+        return self._attached and os.getpid() != self._pid
 
     # -- guarding the handle against a concurrent free -------------------------------------
 
@@ -103,6 +254,52 @@ class Bus:
     def closed(self):
         """True once :meth:`close` has freed the bus."""
         return self._ptr is None
+
+    @property
+    def name(self):
+        """The name this bus serves (:meth:`serve`) or is attached to (:meth:`attach`), or
+        None."""
+        return self._name
+
+    @property
+    def attached(self):
+        """True for a Bus made by :meth:`attach` (a handle on another process's bus)."""
+        return self._attached
+
+    # -- across processes ----------------------------------------------------------------
+
+    def serve(self, name, options=None):
+        """Serve this bus under ``name``, so that other processes of the same user on this
+        machine can :func:`jsonbus.attach` to it (``jsonbus_serve``; Linux). This process
+        becomes the hub: it alone numbers messages, so ``seq`` is one order for every
+        process. It serves until :meth:`close` (or the bus being freed), which first
+        disconnects every attached process. A bus serves at most one name.
+
+        ``name``: 1-64 bytes of ``A-Z a-z 0-9 . _ -``, not starting with ``.``. It lives in
+        the user's name directory, ``$XDG_RUNTIME_DIR/jsonbus`` if ``XDG_RUNTIME_DIR`` is set
+        (read at each call), else ``$TMPDIR/jsonbus-<uid>`` (or ``/tmp/jsonbus-<uid>``),
+        created with mode 0700; it must belong to the user and be closed to group and others.
+
+        ``options`` (dict or JSON text): ``max_peers`` (16, 1-1024: one more attach raises
+        :class:`jsonbus.LimitError`), ``peer_ring_bytes`` (1048576, a power of two from 65536
+        to 268435456), ``peer_stall_timeout_ms`` (-1: a process that takes no deliveries is
+        a slow subscriber; n >= 0: it is dropped after n ms with its ring full), and
+        ``allow_group`` (0; 1 also lets processes of the hub's group attach). The hub's own
+        ``max_message_bytes``, ``max_depth`` and ``queue_capacity`` hold for everyone. Once
+        serving, :meth:`stats` adds ``peers``, ``peers_gone`` and ``peers_dropped``.
+
+        Raises :class:`jsonbus.TopicError` (malformed name, with the rule),
+        :class:`jsonbus.OptionsError`, :class:`jsonbus.NameInUseError` (a live bus serves
+        the name, or this bus already serves one), :class:`jsonbus.PermissionDeniedError`
+        (the name directory is not private to the user), :class:`jsonbus.ClosedError`,
+        :class:`jsonbus.UnsupportedError` (not Linux, or this Bus is itself attached) or
+        :class:`jsonbus.InternalError` (a system call failed; the message says which).
+        """
+        raw = name_bytes(name)
+        opts = options_bytes(options)
+        _require("jsonbus_serve")
+        check(self._call(lib.jsonbus_serve, raw, opts))
+        self._name = _name_str(name)
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -231,7 +428,14 @@ class Bus:
         ``unrouted``, ``dropped``, ``queued``, ``subscriptions``, ``callback_failures``,
         ``dispatcher_threads``, ``timers``, ``requests``, ``requests_waiting``,
         ``no_responders``, ``late_replies``, ``rejected`` (a dict by reason). After
-        :meth:`close`, the counters as they were just before the bus was freed."""
+        :meth:`close`, the counters as they were just before the bus was freed.
+
+        A bus that serves (:meth:`serve`) adds ``peers`` (processes attached now),
+        ``peers_gone`` (attached processes that closed, exited or were disconnected, in all)
+        and ``peers_dropped`` (dropped by the hub for breaking the protocol or stalling);
+        deliveries to attached processes count in their own ``delivered``, not the hub's. An
+        attached Bus's stats are this process's: ``published`` counts what was published
+        through it, ``delivered`` the callbacks run here."""
         try:
             return json_result(self._call(lib.jsonbus_stats))
         except ClosedError:
@@ -246,8 +450,9 @@ class Bus:
         JSON text (``jsonbus_request``; the C copy is freed with ``jsonbus_string_free``).
 
         Raises :class:`jsonbus.NoRespondersError` at once if no subscription matched,
-        :class:`jsonbus.TimedOutError`, :class:`jsonbus.ClosedError`, a publish's errors, or
-        :class:`jsonbus.DeadlockError` from a callback of this bus (use
+        :class:`jsonbus.TimedOutError`, :class:`jsonbus.ClosedError`, a publish's errors,
+        :class:`jsonbus.DisconnectedError` (an attached Bus whose hub went away, also while
+        waiting), or :class:`jsonbus.DeadlockError` from a callback of this bus (use
         :meth:`request_async` / :meth:`arequest` there)."""
         t = topic_bytes(topic)
         p = payload_bytes(json)
@@ -266,7 +471,8 @@ class Bus:
         """Publish a request without waiting (``jsonbus_request_async``):
         ``callback(status, reply)`` is called exactly once on a dispatcher thread, with
         ``jsonbus.OK`` and the reply :class:`Message`, or with ``jsonbus.ERR_TIMEOUT`` /
-        ``jsonbus.ERR_CLOSED`` and None. It may run before this returns. Raises (and never
+        ``jsonbus.ERR_CLOSED`` (or, on an attached Bus whose hub went away,
+        ``jsonbus.ERR_DISCONNECTED``) and None. It may run before this returns. Raises (and never
         calls ``callback``) if the request is refused, e.g. :class:`jsonbus.NoRespondersError`.
         Works from a callback of this bus."""
         self._request_async(topic, json, callback, timeout_ms)
@@ -310,6 +516,8 @@ class Bus:
                 fut.set_exception(make_error(status, "no reply within %d ms" % timeout_ms))
             elif status == C.ERR_CLOSED:
                 fut.set_exception(make_error(status, "the bus closed before a reply came"))
+            elif status == C.ERR_DISCONNECTED:
+                fut.set_exception(make_error(status, "the hub went away before a reply came"))
             else:
                 fut.set_exception(make_error(status, ""))
 
@@ -357,8 +565,15 @@ class Bus:
         :meth:`subscribe_pull` raise :class:`jsonbus.ClosedError`. Raises
         :class:`jsonbus.DeadlockError` (and does nothing) from a callback or end notice of this
         bus.
+
+        A hub (:meth:`serve`) first disconnects every attached process and stops serving its
+        name. An attached Bus closes also once its hub is gone; in a child made by ``fork``
+        after the attach it raises :class:`jsonbus.DisconnectedError` and frees nothing.
         """
         timeout_ms = timeout_ms_arg(timeout_ms)
+        if self._forked_away() and self._ptr is not None:
+            raise make_error(C.ERR_DISCONNECTED, "this Bus was attached by the parent of this "
+                             "forked process: attach again in the child (it is not freed here)")
         if cb.in_callback_of(self._addr) and self._ptr is not None:
             raise make_error(C.ERR_DEADLOCK, "close() from a callback of this bus would wait for that callback")
         with self._close_lock:
@@ -405,6 +620,8 @@ class Bus:
         if ptr is None:
             return
         self._ptr = None
+        if self._forked_away():
+            return  # the parent's attached handle: the library says never to free it in a child
         if not cb.in_callback_of(self._addr):
             lib.jsonbus_free(ptr)
             # It does nothing (DEADLOCK) on a dispatcher thread of this bus: a finalizer can
@@ -426,7 +643,10 @@ class Bus:
             pass
 
     def __repr__(self):
-        return "<jsonbus.Bus %s>" % ("closed" if self._ptr is None else "0x%x" % self._addr)
+        where = ""
+        if self._name is not None:
+            where = " %s %r" % ("attached to" if self._attached else "serving", self._name)
+        return "<jsonbus.Bus %s%s>" % ("closed" if self._ptr is None else "0x%x" % self._addr, where)
 
 
 @atexit.register

@@ -37,12 +37,21 @@ ERR_INTERNAL = _status("JSONBUS_ERR_INTERNAL", -12)
 ERR_ENDED = _status("JSONBUS_ERR_ENDED", -13)
 ERR_UNSUPPORTED = _status("JSONBUS_ERR_UNSUPPORTED", -14)
 ERR_NO_RESPONDERS = _status("JSONBUS_ERR_NO_RESPONDERS", -15)
+# A bus shared across processes (Bus.serve, jsonbus.attach):
+ERR_NO_BUS = _status("JSONBUS_ERR_NO_BUS", -16)
+ERR_NAME_IN_USE = _status("JSONBUS_ERR_NAME_IN_USE", -17)
+ERR_PERMISSION = _status("JSONBUS_ERR_PERMISSION", -18)
+ERR_DISCONNECTED = _status("JSONBUS_ERR_DISCONNECTED", -19)
+ERR_PEER = _status("JSONBUS_ERR_PEER", -20)
+ERR_LIMIT = _status("JSONBUS_ERR_LIMIT", -21)
 
 END_UNSUBSCRIBED = _end("JSONBUS_END_UNSUBSCRIBED", 1)
 END_RETURNED = _end("JSONBUS_END_RETURNED", 2)
 END_SLOW = _end("JSONBUS_END_SLOW", 3)
 END_FAILED = _end("JSONBUS_END_FAILED", 4)
 END_CLOSED = _end("JSONBUS_END_CLOSED", 5)
+#: Across processes: the process at the other end (the hub, or the attached process that
+#: made the subscription) exited, was dropped or broke the protocol.
 END_PEER_GONE = _end("JSONBUS_END_PEER_GONE", 6)
 
 __all__ = [n for n in dir() if n.isupper() and n not in ("END_REASONS", "STATUS_CODES")]

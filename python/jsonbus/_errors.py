@@ -21,6 +21,12 @@ __all__ = [
     "EndedError",
     "UnsupportedError",
     "NoRespondersError",
+    "NoBusError",
+    "NameInUseError",
+    "PermissionDeniedError",
+    "DisconnectedError",
+    "PeerError",
+    "LimitError",
 ]
 
 
@@ -73,13 +79,29 @@ InternalError = _cls("InternalError", "JSONBUS_ERR_INTERNAL", "A bug inside the 
 EndedError = _cls("EndedError", "JSONBUS_ERR_ENDED", "The pull subscription has ended and its queue is empty; the message says why.")
 UnsupportedError = _cls("UnsupportedError", "JSONBUS_ERR_UNSUPPORTED", "Not offered on this platform or build (e.g. pull descriptors on Windows).")
 NoRespondersError = _cls("NoRespondersError", "JSONBUS_ERR_NO_RESPONDERS", "A request matched no subscription.")
+# A bus shared across processes (Bus.serve, jsonbus.attach).
+NoBusError = _cls("NoBusError", "JSONBUS_ERR_NO_BUS", "attach: no bus is served under that name (within connect_timeout_ms).")
+NameInUseError = _cls("NameInUseError", "JSONBUS_ERR_NAME_IN_USE", "serve: another live bus serves that name, or this bus already serves one.")
+PermissionDeniedError = _cls(
+    "PermissionDeniedError", "JSONBUS_ERR_PERMISSION",
+    "The name directory, or the process at the other end, is not trusted: wrong owner, mode or "
+    "user (the message says which).\n\nNamed so as not to shadow the builtin PermissionError, "
+    "and deliberately not a subclass of it (that is an OSError, with an errno): catch "
+    "jsonbus.PermissionDeniedError or jsonbus.Error.")
+DisconnectedError = _cls(
+    "DisconnectedError", "JSONBUS_ERR_DISCONNECTED",
+    "An attached bus lost its hub: the serving process is gone, closed its bus or dropped this "
+    "process, or this is a child made by fork after the attach. close() still works.")
+PeerError = _cls("PeerError", "JSONBUS_ERR_PEER", "The other process speaks another protocol version or broke the protocol.")
+LimitError = _cls("LimitError", "JSONBUS_ERR_LIMIT", "A configured limit was reached, such as the hub's max_peers (the message names it).")
 
 _BY_NAME = {
     cls.c_name: cls
     for cls in (
         NullError, Utf8Error, JsonError, TopicError, TooLargeError, FullError, TimedOutError,
         ClosedError, NotFoundError, DeadlockError, OptionsError, InternalError, EndedError,
-        UnsupportedError, NoRespondersError,
+        UnsupportedError, NoRespondersError, NoBusError, NameInUseError, PermissionDeniedError,
+        DisconnectedError, PeerError, LimitError,
     )
 }
 

@@ -26,8 +26,8 @@ from ctypes import (
     string_at,
 )
 
-__all__ = ["lib", "library_path", "Message_c", "MessagePtr", "String", "CALLBACK", "END_CALLBACK",
-           "REPLY_CALLBACK"]
+__all__ = ["lib", "library_path", "Message_c", "MessagePtr", "String", "Handle", "CALLBACK",
+           "END_CALLBACK", "REPLY_CALLBACK", "has"]
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -128,6 +128,27 @@ class String(c_void_p):
             pass
 
 
+class Handle(c_void_p):
+    """A bus handle the library returned (``jsonbus_attach``) that nobody owns yet: it is
+    freed with ``jsonbus_free`` when this object goes away, unless :meth:`take` handed it
+    over. That covers an exception (Ctrl-C) landing between the C call's return and the code
+    that adopts the handle, which would otherwise leak it (with its threads, and a peer slot
+    at the hub)."""
+
+    def take(self):
+        """The handle's address, now owned by the caller (this object forgets it)."""
+        value, self.value = self.value, None
+        return value
+
+    def __del__(self):
+        try:
+            if self.value:
+                value, self.value = self.value, None
+                lib.jsonbus_free(value)
+        except Exception:  # interpreter shutdown
+            pass
+
+
 # int32_t (*jsonbus_callback)(const jsonbus_message *msg, void *user_data)
 CALLBACK = CFUNCTYPE(c_int32, MessagePtr, c_void_p)
 # void (*jsonbus_end_callback)(int64_t subscription, int32_t reason, void *user_data)
@@ -171,12 +192,29 @@ _SIGNATURES = {
     "jsonbus_next": (c_int32, [_bus, c_int64, c_int32, POINTER(MessagePtr)]),
     "jsonbus_message_release": (None, [MessagePtr]),
     "jsonbus_pull_fd": (c_int32, [_bus, c_int64]),
+    # One bus across processes (Linux; elsewhere they answer JSONBUS_ERR_UNSUPPORTED).
+    "jsonbus_serve": (c_int32, [_bus, _str, _str]),
+    "jsonbus_attach": (Handle, [_str, _str]),
 }
 
+#: Functions a library older than the bindings may lack: the package still loads, and the
+#: methods that need them raise UnsupportedError (see :func:`has`).
+_OPTIONAL = {"jsonbus_serve", "jsonbus_attach"}
+
 for _name, (_restype, _argtypes) in _SIGNATURES.items():
-    _fn = getattr(lib, _name)
+    try:
+        _fn = getattr(lib, _name)
+    except AttributeError:
+        if _name in _OPTIONAL:
+            continue
+        raise
     _fn.restype = _restype
     _fn.argtypes = _argtypes
+
+
+def has(name):
+    """Whether the loaded library exports the C function ``name``."""
+    return hasattr(lib, name)
 
 
 def status_name(code):

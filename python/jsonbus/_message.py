@@ -87,6 +87,24 @@ def topic_bytes(topic):
     return data
 
 
+def name_bytes(name):
+    """A bus name (for :meth:`Bus.serve` / :func:`jsonbus.attach`) as NUL-terminated UTF-8.
+
+    Checked by the library (1-64 bytes of ``A-Z a-z 0-9 . _ -``, not starting with ``.``;
+    ``JSONBUS_ERR_TOPIC`` otherwise, with the rule); an embedded NUL, which C would cut the
+    name at, is refused here with the same status.
+    """
+    if isinstance(name, str):
+        data = name.encode("utf-8", "surrogatepass")
+    elif isinstance(name, (bytes, bytearray, memoryview)):
+        data = bytes(name)
+    else:
+        raise TypeError("a bus name must be str or bytes, not %s" % type(name).__name__)
+    if b"\0" in data:
+        raise make_error(C.ERR_TOPIC, "the bus name contains a NUL character")
+    return data
+
+
 def payload_bytes(payload):
     """A payload (JSON text as ``str`` or UTF-8 ``bytes``) as bytes; the length is passed
     separately, so embedded NULs reach the validator, which refuses them."""

@@ -170,6 +170,8 @@ struct Live {
     subs: HashMap<i64, i64>,
     /// Since when deliveries have waited for room with no progress, and the progress then.
     stalled: Option<(Instant, u64)>,
+    /// Its process has exited: only what it left in its ring is still read.
+    exited: bool,
 }
 
 /// Why a peer is let go.
@@ -356,7 +358,8 @@ impl HubThread {
             || self.peers.values().any(|p| {
                 p.live.is_none()
                     || p.live.as_ref().is_some_and(|l| {
-                        l.parked.is_some()
+                        l.exited
+                            || l.parked.is_some()
                             || (l.granted - l.used) < self.window as u64
                             || !l.out.state().waiting.is_empty()
                     })
@@ -385,10 +388,10 @@ impl HubThread {
                                 peer,
                                 Gone::Dropped("a control message after the hand-shake".into()),
                             ),
-                            Err(_) => self.let_go(peer, Gone::Exited),
+                            Err(_) => self.exited(peer),
                         }
                     }
-                    1 => self.let_go(peer, Gone::Exited),
+                    1 => self.exited(peer),
                     _ => {
                         if let Some(l) = &p.live {
                             l.to_hub.drain();
@@ -527,6 +530,7 @@ impl HubThread {
                     parked: None,
                     subs: HashMap::new(),
                     stalled: None,
+                    exited: false,
                 },
                 to_peer_copy,
                 memfd,
@@ -599,6 +603,9 @@ impl HubThread {
                 false => Ok(false),
             };
         };
+        if live.exited && live.parked.is_none() && !live.reader.has_data() {
+            return Err(Gone::Exited);
+        }
         let mut busy = false;
         let mut buf = std::mem::take(&mut self.buf);
         for _ in 0..BATCH {
@@ -653,6 +660,9 @@ impl HubThread {
 
     /// Gives the peer credit up to the window, as the bus has room.
     fn top_up(&self, live: &mut Live) {
+        if live.exited {
+            return;
+        }
         let before = live.granted;
         while live.granted - live.used < self.window as u64 && self.shared.tracker.try_reserve() {
             live.granted += 1;
@@ -746,6 +756,8 @@ impl HubThread {
                         live.out.unacked.fetch_sub(1, SeqCst);
                         self.shared.spares.recycle(m)
                     }
+                    // Released when its process exited.
+                    None if live.exited => {}
                     None => {
                         return violation(format!(
                             "an acknowledgement of delivery {token}, which it does not hold"
@@ -753,6 +765,7 @@ impl HubThread {
                     }
                 }
             }
+            Up::Flush { .. } | Up::Subscribe { .. } | Up::Unsubscribe { .. } if live.exited => {}
             Up::Flush { token } => {
                 let gen = self.shared.close_epoch();
                 self.flushes.push_back((gen, n, token));
@@ -850,6 +863,52 @@ impl HubThread {
         any
     }
 
+    /// A peer whose process has exited: its subscriptions end and what it held is released at
+    /// once; it stays until what it left in its ring is read (every publish it made was
+    /// accepted when its call returned), then it is let go.
+    fn exited(&mut self, n: u64) {
+        let Some(p) = self.peers.get_mut(&n) else {
+            return;
+        };
+        let Some(live) = p.live.as_mut() else {
+            return self.let_go(n, Gone::Exited);
+        };
+        if live.exited {
+            return;
+        }
+        live.exited = true;
+        let _ = self.epoll.remove(p.socket.fd());
+        if let Some(pidfd) = &p.pidfd {
+            let _ = self.epoll.remove(pidfd.fd());
+        }
+        Self::release(&self.shared, &self.hub, live);
+        self.flushes.retain(|f| f.1 != n);
+    }
+
+    /// Ends a peer's subscriptions (`PeerGone`) and drops the deliveries it had not
+    /// acknowledged (counted as dropped).
+    fn release(shared: &Shared, hub: &Hub, live: &mut Live) {
+        let held: Vec<Arc<Message>> = {
+            let mut s = live.out.state();
+            s.gone = true;
+            s.waiting.clear();
+            live.out.unacked.store(0, SeqCst);
+            s.unacked.drain().map(|(_, m)| m).collect()
+        };
+        for (id, hub_id) in live.subs.drain() {
+            if id == INBOX {
+                hub.counts.inboxes.fetch_sub(1, SeqCst);
+            }
+            if let Some(sub) = shared.known_subscription(hub_id) {
+                shared.end(&sub, EndReason::PeerGone);
+            }
+        }
+        for m in held {
+            shared.count_dropped_delivery();
+            drop(m);
+        }
+    }
+
     /// Lets a peer go: its subscriptions end (`PeerGone`), what it held is released.
     fn let_go(&mut self, n: u64, why: Gone) {
         let Some(p) = self.peers.remove(&n) else {
@@ -866,28 +925,12 @@ impl HubThread {
             let _ = self.epoll.remove(pidfd.fd());
         }
         self.flushes.retain(|f| f.1 != n);
-        let Some(live) = p.live else {
+        let Some(mut live) = p.live else {
             return;
         };
         let _ = self.epoll.remove(live.to_hub.fd());
-        let held: Vec<Arc<Message>> = {
-            let mut s = live.out.state();
-            s.gone = true;
-            s.waiting.clear();
-            live.out.unacked.store(0, SeqCst);
-            s.unacked.drain().map(|(_, m)| m).collect()
-        };
-        for (id, hub_id) in live.subs {
-            if id == INBOX {
-                self.hub.counts.inboxes.fetch_sub(1, SeqCst);
-            }
-            if let Some(sub) = self.shared.known_subscription(hub_id) {
-                self.shared.end(&sub, EndReason::PeerGone);
-            }
-        }
-        for m in held {
-            self.shared.count_dropped_delivery();
-            drop(m);
+        if !live.exited {
+            Self::release(&self.shared, &self.hub, &mut live);
         }
         let unused = (live.granted - live.used) as usize;
         let unused = unused - usize::from(matches!(live.parked, Some((_, true))));
