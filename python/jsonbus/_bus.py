@@ -433,9 +433,10 @@ class Bus:
         A bus that serves (:meth:`serve`) adds ``peers`` (processes attached now),
         ``peers_gone`` (attached processes that closed, exited or were disconnected, in all)
         and ``peers_dropped`` (dropped by the hub for breaking the protocol or stalling);
-        deliveries to attached processes count in their own ``delivered``, not the hub's. An
-        attached Bus's stats are this process's: ``published`` counts what was published
-        through it, ``delivered`` the callbacks run here."""
+        deliveries to attached processes count in their own ``delivered``, not the hub's
+        (the library reports these keys only while the bus serves, so the final stats of a
+        closed hub lack them). An attached Bus's stats are this process's: ``published``
+        counts what was published through it, ``delivered`` the callbacks run here."""
         try:
             return json_result(self._call(lib.jsonbus_stats))
         except ClosedError:
@@ -471,10 +472,13 @@ class Bus:
         """Publish a request without waiting (``jsonbus_request_async``):
         ``callback(status, reply)`` is called exactly once on a dispatcher thread, with
         ``jsonbus.OK`` and the reply :class:`Message`, or with ``jsonbus.ERR_TIMEOUT`` /
-        ``jsonbus.ERR_CLOSED`` (or, on an attached Bus whose hub went away,
-        ``jsonbus.ERR_DISCONNECTED``) and None. It may run before this returns. Raises (and never
+        ``jsonbus.ERR_CLOSED`` and None. It may run before this returns. Raises (and never
         calls ``callback``) if the request is refused, e.g. :class:`jsonbus.NoRespondersError`.
-        Works from a callback of this bus."""
+        Works from a callback of this bus.
+
+        On an attached Bus the hub routes the request after this returns, so the callback may
+        also get ``jsonbus.ERR_NO_RESPONDERS`` (nothing matched at the hub) or
+        ``jsonbus.ERR_DISCONNECTED`` (the hub went away) and None."""
         self._request_async(topic, json, callback, timeout_ms)
 
     def _request_async(self, topic, json, callback, timeout_ms):
@@ -518,6 +522,9 @@ class Bus:
                 fut.set_exception(make_error(status, "the bus closed before a reply came"))
             elif status == C.ERR_DISCONNECTED:
                 fut.set_exception(make_error(status, "the hub went away before a reply came"))
+            elif status == C.ERR_NO_RESPONDERS:  # (an attached Bus reports it this way)
+                fut.set_exception(make_error(status, "no subscription matched %r, so the request "
+                                             "has no responder" % (topic,)))
             else:
                 fut.set_exception(make_error(status, ""))
 

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 const INBOX: i64 = 0;
 /// A hello must come this soon after the connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the ring of a process that exited (or was dropped for a stall) is still read.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Records read from one peer before the hub looks at the others.
 const BATCH: usize = 256;
 /// Subscriptions one attached process may hold at the hub.
@@ -170,8 +172,12 @@ struct Live {
     subs: HashMap<i64, i64>,
     /// Since when deliveries have waited for room with no progress, and the progress then.
     stalled: Option<(Instant, u64)>,
-    /// Its process has exited: only what it left in its ring is still read.
+    /// Its process has exited (or it was dropped for a stall): only what it left in its ring
+    /// is still read, for `DRAIN_TIMEOUT` at most.
     exited: bool,
+    exited_at: Option<Instant>,
+    /// Why the hub dropped it, if it did.
+    dropped: Option<String>,
 }
 
 /// Why a peer is let go.
@@ -531,6 +537,8 @@ impl HubThread {
                     subs: HashMap::new(),
                     stalled: None,
                     exited: false,
+                    exited_at: None,
+                    dropped: None,
                 },
                 to_peer_copy,
                 memfd,
@@ -603,7 +611,9 @@ impl HubThread {
                 false => Ok(false),
             };
         };
-        if live.exited && live.parked.is_none() && !live.reader.has_data() {
+        if live.exited && live.parked.is_none() && !live.reader.has_data()
+            || live.exited_at.is_some_and(|t| t.elapsed() > DRAIN_TIMEOUT)
+        {
             return Err(Gone::Exited);
         }
         let mut busy = false;
@@ -647,9 +657,25 @@ impl HubThread {
             (true, Some((since, at))) if at == progress => {
                 let limit = self.options.peer_stall_timeout_ms;
                 if limit >= 0 && since.elapsed() >= Duration::from_millis(limit as u64) {
-                    return Err(Gone::Dropped(format!(
-                        "it took no deliveries for peer_stall_timeout_ms ({limit} ms)"
-                    )));
+                    // Dropped, but what it published is still taken, as from a process that
+                    // exited.
+                    let why =
+                        format!("it took no deliveries for peer_stall_timeout_ms ({limit} ms)");
+                    let mut buf = Vec::new();
+                    refusal(Status::Disconnected, why.clone()).encode(&mut buf);
+                    let _ = p.socket.send(&buf, &[], 0);
+                    p.socket.shutdown();
+                    let _ = self.epoll.remove(p.socket.fd());
+                    if let Some(pidfd) = &p.pidfd {
+                        let _ = self.epoll.remove(pidfd.fd());
+                    }
+                    live.exited = true;
+                    live.exited_at = Some(Instant::now());
+                    live.dropped = Some(why);
+                    live.stalled = None;
+                    Self::release(&self.shared, &self.hub, live);
+                    self.flushes.retain(|f| f.1 != n);
+                    return Ok(busy);
                 }
                 Some((since, at))
             }
@@ -877,6 +903,7 @@ impl HubThread {
             return;
         }
         live.exited = true;
+        live.exited_at = Some(Instant::now());
         let _ = self.epoll.remove(p.socket.fd());
         if let Some(pidfd) = &p.pidfd {
             let _ = self.epoll.remove(pidfd.fd());
@@ -927,6 +954,10 @@ impl HubThread {
         self.flushes.retain(|f| f.1 != n);
         let Some(mut live) = p.live else {
             return;
+        };
+        let why = match live.dropped.take() {
+            Some(d) => Gone::Dropped(d),
+            None => why,
         };
         let _ = self.epoll.remove(live.to_hub.fd());
         if !live.exited {

@@ -64,9 +64,11 @@ impl Layout {
         Layout { map }
     }
 
-    /// The hub: grants credit up to `total` in all.
+    /// The hub: grants credit up to `total` in all (then it looks whether the peer waits for
+    /// it; the fence orders the two, as the peer says it waits before it looks again).
     pub fn grant(&self, total: u64) {
         self.map.atomic_u64(GRANTED_AT).store(total, Release);
+        std::sync::atomic::fence(SeqCst);
     }
 
     /// The peer: credit granted in all (it checks that it only grows).

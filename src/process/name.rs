@@ -42,6 +42,11 @@ pub fn paths(name: &str) -> Result<(PathBuf, PathBuf), Error> {
     check(name)?;
     let dir = ipc::name_directory().map_err(|e| match e {
         DirError::Permission(m) => Error::new(Status::Permission, m),
+        // Another user's directory (say, an XDG_RUNTIME_DIR inherited across a user change).
+        DirError::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Error::new(
+            Status::Permission,
+            format!("the directory for bus names is not this user's: {e}"),
+        ),
         DirError::Io(e) => Error::new(
             Status::Internal,
             format!("cannot use the directory for bus names: {e}"),
@@ -53,7 +58,7 @@ pub fn paths(name: &str) -> Result<(PathBuf, PathBuf), Error> {
     ))
 }
 
-/// A name held by this process's hub.
+/// A name held by this process's hub; given back (its files removed) when dropped.
 pub struct Name {
     pub name: String,
     pub socket: PathBuf,
@@ -92,6 +97,12 @@ impl Name {
             let _ = std::fs::remove_file(&self.lock_path);
             drop(l);
         }
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

@@ -4,6 +4,7 @@
 //! index and length they read against it, and copy a record out before anything looks at it.
 
 use crate::sys::shm::SharedMap;
+use std::sync::atomic::fence;
 use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
 use std::sync::Arc;
 
@@ -126,19 +127,24 @@ impl Writer {
         Ok(*done == body.len())
     }
 
-    /// Whether the reader said it is going to sleep (then the writer wakes it).
+    /// Whether the reader said it is going to sleep (then the writer wakes it). Call after
+    /// `write`: the fence orders the index it published before this look (the reader does the
+    /// same the other way), so that one of the two always sees the other.
     pub fn reader_sleeping(&self) -> bool {
+        fence(SeqCst);
         self.map
             .atomic_u32(self.place.control + READER_SLEEPING)
             .load(SeqCst)
             != 0
     }
 
-    /// Says that this writer waits for room (the reader then wakes it as it frees some).
+    /// Says that this writer waits for room (the reader then wakes it as it frees some); after
+    /// saying so it must try to write once more before it waits (the fence orders the two).
     pub fn set_waiting(&self, waiting: bool) {
         self.map
             .atomic_u32(self.place.control + WRITER_WAITING)
             .store(waiting as u32, SeqCst);
+        fence(SeqCst);
     }
 
     /// The reader's index as last read: progress made by the other side.
@@ -236,15 +242,19 @@ impl Reader {
         }
     }
 
-    /// Says whether this reader is going to sleep (the writer then wakes it).
+    /// Says whether this reader is going to sleep (the writer then wakes it); after saying so
+    /// it must look at `has_data` once more before it sleeps (the fence orders the two).
     pub fn set_sleeping(&self, sleeping: bool) {
         self.map
             .atomic_u32(self.place.control + READER_SLEEPING)
             .store(sleeping as u32, SeqCst);
+        fence(SeqCst);
     }
 
-    /// Whether the writer said it waits for room.
+    /// Whether the writer said it waits for room (call after reading: the fence orders the
+    /// index this reader published before this look).
     pub fn writer_waiting(&self) -> bool {
+        fence(SeqCst);
         self.map
             .atomic_u32(self.place.control + WRITER_WAITING)
             .load(SeqCst)

@@ -367,6 +367,38 @@ fn unix_addr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     Ok((addr, len as libc::socklen_t))
 }
 
+/// Calls `f` with the socket address of `path`. A path too long for sun_path goes through its
+/// directory, opened `O_PATH`, as `/proc/self/fd/<n>/<file name>`.
+fn with_unix_addr<T>(
+    path: &Path,
+    f: impl FnOnce(&libc::sockaddr_un, libc::socklen_t) -> io::Result<T>,
+) -> io::Result<T> {
+    match unix_addr(path) {
+        Ok((addr, len)) => f(&addr, len),
+        Err(e) => {
+            let (Some(dir), Some(file)) = (path.parent(), path.file_name()) else {
+                return Err(e);
+            };
+            if path.as_os_str().is_empty() || path.as_os_str().as_bytes().contains(&0) {
+                return Err(e);
+            }
+            let dir = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                })?;
+            let short = Path::new("/proc/self/fd")
+                .join(dir.as_raw_fd().to_string())
+                .join(file);
+            let (addr, len) = unix_addr(&short)?;
+            f(&addr, len)
+        }
+    }
+}
+
 /// A new AF_UNIX SOCK_SEQPACKET socket with extra `flags` (SOCK_CLOEXEC always).
 fn seqpacket_socket(flags: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: plain system call; no pointers.
@@ -392,15 +424,16 @@ impl Listener {
     /// sun_path (108 bytes with its NUL). If a step after bind fails, the new socket file is
     /// removed again.
     pub fn bind(path: &Path) -> io::Result<Listener> {
-        let (addr, len) = unix_addr(path)?;
         let fd = seqpacket_socket(libc::SOCK_NONBLOCK)?;
-        // SAFETY: `addr` is a live sockaddr_un and `len` its used length.
-        check(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_un).cast(),
-                len,
-            )
+        with_unix_addr(path, |addr, len| {
+            // SAFETY: `addr` is a live sockaddr_un and `len` its used length.
+            check(unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (addr as *const libc::sockaddr_un).cast(),
+                    len,
+                )
+            })
         })?;
         // The mode is set before listen, so nobody can connect while it is wider.
         let mut ready = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
@@ -478,26 +511,31 @@ impl SeqPacket {
     /// NotFound and a socket file nobody listens on is ConnectionRefused, so the caller can
     /// retry; a path that does not fit in sun_path is InvalidInput.
     pub fn connect(path: &Path) -> io::Result<SeqPacket> {
-        let (addr, len) = unix_addr(path)?;
         let fd = seqpacket_socket(0)?;
         loop {
-            // SAFETY: `addr` is a live sockaddr_un and `len` its used length.
-            let r = unsafe {
-                libc::connect(
-                    fd.as_raw_fd(),
-                    (&addr as *const libc::sockaddr_un).cast(),
-                    len,
-                )
-            };
-            if r == 0 {
-                return Ok(SeqPacket { fd });
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                // A retry after EINTR may find the connection already made.
-                Some(libc::EISCONN) => return Ok(SeqPacket { fd }),
-                _ => return Err(e),
+            let r = with_unix_addr(path, |addr, len| {
+                // SAFETY: `addr` is a live sockaddr_un and `len` its used length.
+                let r = unsafe {
+                    libc::connect(
+                        fd.as_raw_fd(),
+                        (addr as *const libc::sockaddr_un).cast(),
+                        len,
+                    )
+                };
+                // The error is read before a directory opened for a long path is closed.
+                match r {
+                    0 => Ok(Ok(())),
+                    _ => Ok(Err(io::Error::last_os_error())),
+                }
+            })?;
+            match r {
+                Ok(()) => return Ok(SeqPacket { fd }),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    // A retry after EINTR may find the connection already made.
+                    Some(libc::EISCONN) => return Ok(SeqPacket { fd }),
+                    _ => return Err(e),
+                },
             }
         }
     }
@@ -1628,5 +1666,40 @@ mod tests {
             after < before + 5,
             "{before} descriptors before, {after} after"
         );
+    }
+
+    #[test]
+    fn a_socket_path_longer_than_sun_path_binds_and_connects_through_its_directory() {
+        let base = std::env::temp_dir().join(format!("jsonbus-long-{}", std::process::id()));
+        let deep = base.join("d".repeat(60)).join("e".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        let path =
+            deep.join("a-name-of-sixty-four-bytes-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock");
+        assert!(path.as_os_str().len() > 108);
+        let holding_dir = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .any(|t| t == deep)
+        };
+        let listener = Listener::bind(&path).unwrap();
+        assert!(path.exists(), "the socket file is where the long path says");
+        let client = SeqPacket::connect(&path).unwrap();
+        let server = listener.accept().unwrap().unwrap();
+        client.send(b"hi", &[], 1000).unwrap();
+        let mut buf = [0u8; 8];
+        let (n, _) = server.recv(&mut buf, 1000).unwrap().unwrap();
+        assert_eq!(&buf[..n], b"hi");
+        drop((listener, client, server));
+        assert!(
+            !holding_dir(),
+            "the directory opened for the path is closed"
+        );
+        let missing = deep.join("x".repeat(80));
+        assert_eq!(
+            SeqPacket::connect(&missing).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
