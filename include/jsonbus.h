@@ -130,6 +130,38 @@
 #define JSONBUS_ERR_NO_RESPONDERS -15
 
 /**
+ * `jsonbus_attach`: no bus is served under that name (within `connect_timeout_ms`).
+ */
+#define JSONBUS_ERR_NO_BUS -16
+
+/**
+ * `jsonbus_serve`: another live bus already serves that name (or this bus serves one already).
+ */
+#define JSONBUS_ERR_NAME_IN_USE -17
+
+/**
+ * The name's directory, or the process at the other end, is not trusted: wrong owner, mode
+ * or user (the message says which).
+ */
+#define JSONBUS_ERR_PERMISSION -18
+
+/**
+ * An attached handle: the serving process is gone, dropped this process, or this is a child
+ * made by `fork` after the attach.
+ */
+#define JSONBUS_ERR_DISCONNECTED -19
+
+/**
+ * The other process speaks another protocol version or broke the protocol.
+ */
+#define JSONBUS_ERR_PEER -20
+
+/**
+ * A configured limit was reached, such as the hub's `max_peers` (the message names it).
+ */
+#define JSONBUS_ERR_LIMIT -21
+
+/**
  * End reason: `jsonbus_unsubscribe` ended the subscription.
  */
 #define JSONBUS_END_UNSUBSCRIBED 1
@@ -156,10 +188,27 @@
 #define JSONBUS_END_CLOSED 5
 
 /**
- * End reason: the process that made it exited or lost its connection (buses shared across
- * processes; not produced by an in-process bus).
+ * End reason: the process at the other end of a bus shared across processes is gone: at the
+ * hub, the attached process that made the subscription exited, was dropped or broke the
+ * protocol; in an attached process, the hub exited or dropped this process. Not produced by
+ * a bus used in one process.
  */
 #define JSONBUS_END_PEER_GONE 6
+
+/**
+ * Longest name, in bytes.
+ */
+#define MAX_NAME 64
+
+/**
+ * Bytes a control block takes.
+ */
+#define CONTROL_BYTES 256
+
+/**
+ * Bump when a record or the shared layout changes meaning.
+ */
+#define VERSION 1
 
 /**
  * A bus. Opaque: create it with `jsonbus_new` (or use `jsonbus_default()`), end it with
@@ -306,8 +355,9 @@ const char *jsonbus_last_error(void);
 int32_t jsonbus_last_status(void);
 
 /**
- * Nanoseconds on the monotonic clock that stamps `jsonbus_message.published_ns`, counted from
- * the library's first use in the process.
+ * Nanoseconds on the machine's monotonic clock (`CLOCK_MONOTONIC` on POSIX, the performance
+ * counter on Windows), the clock that stamps `jsonbus_message.published_ns`: times from
+ * different processes on one machine compare (on a shared bus the hub stamps every message).
  */
 uint64_t jsonbus_now_ns(void);
 
@@ -493,6 +543,103 @@ int64_t register_callback(jsonbus_callback cb, void *user_data);
  * Quick API: `jsonbus_publish(jsonbus_default(), "default", json, strlen(json))`.
  */
 int32_t push_json(const char *json);
+
+/**
+ * Serves `bus` under `name`, so that other processes of the same user on this machine can
+ * `jsonbus_attach` to it (Linux; elsewhere `JSONBUS_ERR_UNSUPPORTED`). This process becomes
+ * the hub: it alone numbers messages, so `seq` is one order for every process, and it goes on
+ * serving until `jsonbus_close` or `jsonbus_free` of the bus, which first disconnects every
+ * attached process. A bus serves at most one name.
+ *
+ * `name`: 1-64 bytes of `A-Z a-z 0-9 . _ -`, not starting with `.`. It lives in the user's
+ * name directory: `$XDG_RUNTIME_DIR/jsonbus` if `XDG_RUNTIME_DIR` is set, else
+ * `$TMPDIR/jsonbus-<uid>` (or `/tmp/jsonbus-<uid>`), created with mode 0700; it must be owned
+ * by the user, not a symbolic link, and closed to group and others. The name is the files
+ * `<name>.lock` (held with `flock` while served, so only one live hub serves a name, and a
+ * crashed hub's name is taken over by the next serve) and `<name>.sock` (the control socket),
+ * both removed when the hub stops. The data travel through shared memory that is not in the
+ * file system: a sealed memfd per attached process, which vanishes with the processes.
+ *
+ * `options_json` (NULL or an object of integers):
+ * - `max_peers` (16, 1-1024): processes attached at once; one more is refused with
+ *   `JSONBUS_ERR_LIMIT`;
+ * - `peer_ring_bytes` (1048576, 65536-268435456, a power of two): each of an attached
+ *   process's two rings; a message larger than half a ring travels in fragments;
+ * - `peer_stall_timeout_ms` (-1, -1-2147483647): -1: a process that takes no deliveries is a
+ *   slow subscriber (what is sent to it stays held and counts against `queue_capacity`);
+ *   n >= 0: after n ms with deliveries waiting and none taken it is dropped: its
+ *   subscriptions end (`JSONBUS_END_PEER_GONE`) and it gets `JSONBUS_ERR_DISCONNECTED`;
+ * - `allow_group` (0, 0-1): 1 also lets processes of the hub's group attach.
+ *
+ * What the hub decides for everyone: `max_message_bytes` and `max_depth` (the bus's own);
+ * `queue_capacity` bounds what the hub holds, including deliveries to attached processes
+ * until their callbacks have returned there, and the credit it gives each attached process
+ * (up to 1024 messages, or `queue_capacity / (4 * max_peers)`) to publish without asking.
+ * The hub's `jsonbus_stats` adds `peers` (attached now), `peers_gone` (exited or
+ * disconnected, in all) and `peers_dropped` (dropped by the hub for breaking the protocol or
+ * stalling); its `delivered` counts deliveries handed to attached processes too.
+ *
+ * Returns `JSONBUS_OK`, or `JSONBUS_ERR_NULL` (bus or name), `JSONBUS_ERR_TOPIC` (malformed
+ * name, with the rule), `JSONBUS_ERR_OPTIONS`, `JSONBUS_ERR_NAME_IN_USE` (a live bus serves
+ * the name, or this bus already serves one), `JSONBUS_ERR_PERMISSION` (the name directory is
+ * not private to the user), `JSONBUS_ERR_CLOSED`, `JSONBUS_ERR_UNSUPPORTED` (not Linux, or
+ * `bus` is itself an attached handle) or `JSONBUS_ERR_INTERNAL` (a system call failed; the
+ * message says which).
+ */
+int32_t jsonbus_serve(struct jsonbus *bus, const char *name, const char *options_json);
+
+/**
+ * Attaches to the bus that another process of this user serves under `name` (see
+ * `jsonbus_serve`) and returns a handle on which every call works as on a bus of one's own:
+ * publish, subscribe (`jsonbus_subscribe_ex`, `jsonbus_subscribe_pull` and groups included),
+ * unsubscribe, flush, requests, replies, timers, stats, close and free. Free it with
+ * `jsonbus_free` (Linux; elsewhere NULL with `JSONBUS_ERR_UNSUPPORTED`).
+ *
+ * The handle has its own dispatcher threads, which run this process's callbacks, and one
+ * link thread (`jsonbus-link`) that moves deliveries from shared memory into the local
+ * queues. How calls behave through it:
+ * - publish validates here, then hands the message to the hub, which numbers it (`seq` is
+ *   the hub's, `published_ns` the hub's clock when it took it) and checks it again. It returns
+ *   once the message is in this process's ring, within the credit the hub gave (when the hub
+ *   is full, publish waits, fails or times out as `publish_timeout_ms` says, and a callback's
+ *   publish fails at once with `JSONBUS_ERR_FULL`). A message accepted so is delivered even if
+ *   this process dies right after;
+ * - subscribe returns once the subscription is registered at the hub; `queue_limit` and
+ *   `on_full` apply to the queue here ("block" holds up this process's link, so the hub holds
+ *   the deliveries meanwhile), a `group` is shared with members in every process;
+ * - flush waits until everything published through this handle before it is delivered to
+ *   every subscription in every process and their callbacks have returned, and what those
+ *   callbacks published, transitively;
+ * - a delivery counts as held at the hub (against its `queue_capacity`) until its callback
+ *   has returned here or it was dropped here;
+ * - the stats are this process's: `published` counts messages published through this
+ *   handle, `delivered` callbacks run here.
+ *
+ * When the hub goes away (it exits, is killed, closes its bus, or drops this process),
+ * publish, subscribe, request and flush answer `JSONBUS_ERR_DISCONNECTED` (with the reason in
+ * `jsonbus_last_error()`), waiting requests end with it, and every subscription ends with
+ * `JSONBUS_END_PEER_GONE` once what it had received has been delivered (a pull subscription
+ * hands out its queue, then answers `JSONBUS_ERR_ENDED`); close and free still work. A child
+ * made by `fork` gets `JSONBUS_ERR_DISCONNECTED` from every call on an attached handle of its
+ * parent, `jsonbus_close` included, and must not free it (attach again in the child).
+ * Once closed or freed, the handle leaves no thread, descriptor or mapping behind.
+ *
+ * `options_json` (NULL or an object): `dispatcher_threads`, `queue_capacity`,
+ * `publish_timeout_ms` and `dispatcher_spin_us` as for `jsonbus_new`, for this process's
+ * side (`queue_capacity` bounds what this process holds: deliveries waiting for its
+ * callbacks, timers, publishes being handed over), and `connect_timeout_ms` (1000,
+ * -1-2147483647): how long to wait for the name to be served (0: fail at once, -1: wait
+ * without limit). `max_message_bytes` and `max_depth` are the hub's and are refused here.
+ *
+ * Returns NULL on failure with `jsonbus_last_status()`: `JSONBUS_ERR_NULL`,
+ * `JSONBUS_ERR_TOPIC` (malformed name), `JSONBUS_ERR_OPTIONS`, `JSONBUS_ERR_NO_BUS` (nobody
+ * serves the name within `connect_timeout_ms`), `JSONBUS_ERR_PERMISSION` (the name directory
+ * is not private, or the hub is another user's), `JSONBUS_ERR_LIMIT` (the hub's `max_peers`),
+ * `JSONBUS_ERR_PEER` (another protocol version, or not a jsonbus hub),
+ * `JSONBUS_ERR_DISCONNECTED` (the hub went away during the hand-shake),
+ * `JSONBUS_ERR_UNSUPPORTED` or `JSONBUS_ERR_INTERNAL`.
+ */
+struct jsonbus *jsonbus_attach(const char *name, const char *options_json);
 
 /**
  * Publishes a request on `topic` and waits for its first reply.

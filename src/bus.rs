@@ -60,6 +60,15 @@ pub struct Shared {
     pub(crate) requests: Requests,
     pub(crate) timers: Timers,
     counts: Counts,
+    /// An attached bus: its connection to the hub (set once, before the handle is returned).
+    #[cfg(target_os = "linux")]
+    link: std::sync::OnceLock<Arc<crate::process::peer::Link>>,
+    /// A served bus: the hub, until a close stops it.
+    #[cfg(target_os = "linux")]
+    hub: Mutex<Option<Arc<crate::process::hub::Hub>>>,
+    /// Set (under `hub`'s lock) by a close: no serving any more.
+    #[cfg(target_os = "linux")]
+    serving_ended: AtomicBool,
 }
 
 /// What publishes, subscribes and unsubscribes change together, under one lock: so the
@@ -161,6 +170,12 @@ impl Bus {
             requests: Requests::new(id),
             timers: Timers::default(),
             counts: Counts::default(),
+            #[cfg(target_os = "linux")]
+            link: std::sync::OnceLock::new(),
+            #[cfg(target_os = "linux")]
+            hub: Mutex::new(None),
+            #[cfg(target_os = "linux")]
+            serving_ended: AtomicBool::new(false),
         });
         for i in 0..threads {
             let s = shared.clone();
@@ -195,6 +210,34 @@ impl Bus {
     /// subscription. Returns its `seq`.
     pub fn publish(&self, topic: &str, json: &[u8]) -> Result<u64, Error> {
         self.shared.publish(topic, json).map_err(|e| self.refuse(e))
+    }
+
+    /// Serves this bus under `name`, so that other processes of the user can attach to it,
+    /// until it is closed.
+    #[cfg(target_os = "linux")]
+    pub fn serve(&self, name: &str, options: crate::options::ServeOptions) -> Result<(), Error> {
+        let s = &self.shared;
+        if let Some(link) = s.link() {
+            return Err(Error::new(
+                Status::Unsupported,
+                format!("this handle is attached to \"{}\", which its hub serves; only the hub's own bus can be served", link.name),
+            ));
+        }
+        let mut hub = s.hub();
+        if s.serving_ended.load(SeqCst) || self.is_closed() {
+            return Err(closed_error("cannot serve"));
+        }
+        if let Some(h) = hub.as_ref() {
+            return Err(Error::new(
+                Status::NameInUse,
+                format!(
+                    "this bus already serves \"{}\"; a bus serves one name",
+                    h.name.name
+                ),
+            ));
+        }
+        *hub = Some(crate::process::hub::Hub::serve(self, name, options)?);
+        Ok(())
     }
 
     /// Counts a refused publish in the stats' `rejected` by its reason, and returns the error.
@@ -237,7 +280,21 @@ impl Bus {
             core.special += 1;
         }
         // Under the bus lock, so that a close that finds the bus open sees it.
-        self.shared.known().insert(id, sub);
+        self.shared.known().insert(id, sub.clone());
+        drop(core);
+        #[cfg(target_os = "linux")]
+        if let Some(link) = self.shared.link() {
+            let group = sub.options.group.as_deref().unwrap_or("");
+            if let Err(e) = link.subscribe(id, pattern, group) {
+                // Never registered at the hub: gone without a trace (no end notice).
+                if let Some(mut callback) = sub.callback() {
+                    *callback = None;
+                }
+                self.shared.core().end(&sub, EndReason::Unsubscribed);
+                self.shared.known().remove(&id);
+                return Err(e);
+            }
+        }
         Ok(id)
     }
 
@@ -375,6 +432,10 @@ impl Bus {
         if s.finished.load(SeqCst) {
             return Ok(());
         }
+        #[cfg(target_os = "linux")]
+        if let Some(link) = s.link() {
+            return link.flush(timeout);
+        }
         let lost = || {
             Error::new(
                 Status::Closed,
@@ -389,13 +450,7 @@ impl Bus {
                 false => Ok(()),
             };
         }
-        let closed_epoch = {
-            let mut core = s.core();
-            let next = core.epoch.open_next();
-            std::mem::replace(&mut core.epoch, next)
-        };
-        let gen = closed_epoch.gen;
-        drop(closed_epoch);
+        let gen = s.close_epoch();
         if !s
             .tracker
             .wait_until(deadline(timeout), || s.tracker.is_done(gen))
@@ -442,6 +497,26 @@ impl Bus {
         let _closing = s.closing.lock().unwrap_or_else(|p| p.into_inner());
         if s.finished.load(SeqCst) {
             return Ok(());
+        }
+        #[cfg(target_os = "linux")]
+        {
+            if let Some(link) = s.link() {
+                if link.forked() {
+                    return Err(Error::new(
+                        Status::Disconnected,
+                        "this attached handle belongs to the parent of this process (made by fork): the child can neither use nor close it",
+                    ));
+                }
+            }
+            // A hub disconnects every attached process first.
+            let hub = {
+                let mut hub = s.hub();
+                s.serving_ended.store(true, SeqCst);
+                hub.take()
+            };
+            if let Some(hub) = hub {
+                hub.stop();
+            }
         }
         let pulls: Vec<(Arc<Subscription>, bool)> = {
             let mut core = s.core();
@@ -522,6 +597,10 @@ impl Bus {
         }
         // Ends scheduled for dispatchers that are gone were completed just above.
         s.run_unrun_calls();
+        #[cfg(target_os = "linux")]
+        if let Some(link) = s.link() {
+            link.shutdown();
+        }
         s.finished.store(true, SeqCst);
         let unreleased = s.tracker.held();
         match s.counts.discarded_by_close.load(SeqCst) {
@@ -563,7 +642,25 @@ impl Bus {
             rejected[i] = (name, c.rejected[i].load(Relaxed));
         }
         let (requests, requests_waiting, no_responders, late_replies) = s.requests.counts();
+        #[allow(unused_mut)]
+        let (mut published, mut queued, mut peers) = (published, s.tracker.held() as u64, None);
+        #[cfg(target_os = "linux")]
+        {
+            if let Some(link) = s.link() {
+                published = link.published.load(Relaxed);
+            }
+            if let Some(hub) = s.hub().as_ref() {
+                let c = &hub.counts;
+                queued = queued.saturating_sub(c.credit.load(SeqCst) as u64);
+                peers = Some([
+                    c.peers.load(SeqCst),
+                    c.gone.load(SeqCst),
+                    c.dropped.load(SeqCst),
+                ]);
+            }
+        }
         Stats {
+            peers,
             published,
             delivered: c.delivered.load(Relaxed),
             timers: s.timers.pending_publishes() as u64,
@@ -573,7 +670,7 @@ impl Bus {
             late_replies,
             unrouted,
             dropped: c.dropped.load(Relaxed),
-            queued: s.tracker.held() as u64,
+            queued,
             subscriptions,
             callback_failures: c.callback_failures.load(Relaxed),
             dispatcher_threads: s.threads as u64,
@@ -585,6 +682,73 @@ impl Bus {
 impl Shared {
     pub(crate) fn core(&self) -> MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the current flush epoch and opens the next; returns the closed one's number, done
+    /// once its messages and every earlier epoch's are.
+    pub(crate) fn close_epoch(&self) -> u64 {
+        let closed = {
+            let mut core = self.core();
+            let next = core.epoch.open_next();
+            std::mem::replace(&mut core.epoch, next)
+        };
+        closed.gen
+    }
+
+    /// The current flush epoch.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn current_epoch(&self) -> Arc<Epoch> {
+        self.core().epoch.clone()
+    }
+
+    /// Subscription `id` if the bus still knows it.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn known_subscription(&self, id: i64) -> Option<Arc<Subscription>> {
+        self.known().get(&id).cloned()
+    }
+
+    /// Subscriptions that have not ended.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn live_subscriptions(&self) -> Vec<Arc<Subscription>> {
+        let known = self.known();
+        known.values().filter(|s| !s.is_ended()).cloned().collect()
+    }
+
+    /// Counts a delivery that will never run (its process went, or the bus is closing).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn count_dropped_delivery(&self) {
+        self.count(Outcome::Dropped);
+    }
+
+    /// Ends `sub` for `reason`, leaving what it has queued: a pull subscription hands it out
+    /// before it answers ENDED (a callback subscription's queue is waited for first).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn end_keeping_queue(&self, sub: &Arc<Subscription>, reason: EndReason) {
+        if !self.core().end(sub, reason) {
+            return;
+        }
+        self.tracker.room_made();
+        if sub.is_pull() {
+            sub.wake_for_end();
+        } else {
+            self.after_end(sub);
+        }
+    }
+
+    /// The attached bus's link to its hub.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn link(&self) -> Option<&Arc<crate::process::peer::Link>> {
+        self.link.get()
+    }
+
+    #[cfg(target_os = "linux")]
+    pub(crate) fn set_link(&self, link: Arc<crate::process::peer::Link>) {
+        let _ = self.link.set(link);
+    }
+
+    #[cfg(target_os = "linux")]
+    pub(crate) fn hub(&self) -> MutexGuard<'_, Option<Arc<crate::process::hub::Hub>>> {
+        self.hub.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn known(&self) -> MutexGuard<'_, IdMap<i64, Arc<Subscription>>> {
@@ -654,6 +818,10 @@ impl Shared {
     /// dropped), publishers waiting for its room look again, pullers wake, and a callback
     /// subscription goes on the run queue so that a dispatcher completes its end.
     pub(crate) fn after_end(&self, sub: &Arc<Subscription>) {
+        #[cfg(target_os = "linux")]
+        if let Some(link) = self.link() {
+            link.unsubscribe(sub.id);
+        }
         let queued = sub.take_all();
         self.dropped(sub, queued.len() as u64);
         drop(queued);

@@ -1,11 +1,8 @@
-//! The monotonic clock behind `published_ns` and `jsonbus_now_ns`.
+//! The clock behind `published_ns` and `jsonbus_now_ns`: the machine's monotonic clock, so that
+//! times compare across processes.
 
-use once_cell::sync::Lazy;
-use std::time::Instant;
-
-static ORIGIN: Lazy<Instant> = Lazy::new(Instant::now);
-
-/// Nanoseconds on a monotonic clock, counted from the library's first use in the process.
+/// Nanoseconds on the machine's monotonic clock (`CLOCK_MONOTONIC`, the performance counter
+/// on Windows).
 pub fn now_ns() -> u64 {
-    ORIGIN.elapsed().as_nanos() as u64
+    crate::sys::clock::monotonic_ns()
 }

@@ -116,6 +116,9 @@ thread_local! {
     /// On a dispatcher thread: the flush epoch of the message being delivered, inherited by what
     /// its callback publishes. Only dispatcher threads ever touch it (it has a destructor).
     static PARENT: RefCell<Option<Arc<Epoch>>> = const { RefCell::new(None) };
+    /// On a dispatcher thread of an attached bus: the hub's token of the delivery being
+    /// handled, which what its callback publishes names as its parent (0: none).
+    static PARENT_TOKEN: Cell<u64> = const { Cell::new(0) };
 }
 
 // Windows: the same three in OS TLS indexes that are given back when the DLL is unloaded
@@ -128,6 +131,8 @@ static DISPATCHER: OsLocal<Cell<u64>> = OsLocal::new();
 static PARENT: OsLocal<RefCell<Option<Arc<Epoch>>>> = OsLocal::new();
 #[cfg(windows)]
 static ENCLOSING: OsLocal<Cell<Enclosing>> = OsLocal::new();
+#[cfg(windows)]
+static PARENT_TOKEN: OsLocal<Cell<u64>> = OsLocal::new();
 
 /// How many enclosing callbacks a thread remembers: nesting deeper than this (end notices of
 /// four buses run one inside the other) forgets the outermost, whose bus would then not see
@@ -151,6 +156,15 @@ pub fn parent_epoch(bus_id: u64) -> Option<Arc<Epoch>> {
         return None;
     }
     PARENT.with(|p| p.borrow().clone())
+}
+
+/// The hub's token of the delivery whose callback is running on this dispatcher thread of
+/// bus `bus_id` (0: none, or not an attached bus).
+pub fn parent_token(bus_id: u64) -> u64 {
+    if DISPATCHER.get() != bus_id || CURRENT.get().0 != bus_id {
+        return 0;
+    }
+    PARENT_TOKEN.get()
 }
 
 /// Runs `f` (an end notice) marked as inside a callback of subscription `sub` of bus `bus`,
@@ -347,12 +361,14 @@ fn deliver(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Me
                 }
             });
             CURRENT.set((shared.id, sub.id));
+            PARENT_TOKEN.set(message.origin_token());
             let delivery = Delivery {
                 message: &message,
                 subscription: sub.id,
             };
             let rc = catch_unwind(AssertUnwindSafe(|| f(&delivery))).unwrap_or(-1);
             CURRENT.set((shared.id, 0));
+            PARENT_TOKEN.set(0);
             shared.count(if rc < 0 {
                 Outcome::Failed
             } else {

@@ -1,5 +1,5 @@
-//! jsonbus: an in-process JSON message bus for C and C++ programs - ordered, bounded,
-//! validated, unloadable. The safe core is in the modules below; `ffi` is the C API.
+//! jsonbus: a JSON message bus for C and C++ programs - ordered, bounded, validated,
+//! unloadable; in one process, or shared by several (`process`, Linux). The safe core is in the modules below; `ffi` is the C API.
 
 pub mod bus;
 pub mod capacity;
@@ -11,6 +11,8 @@ pub mod ffi;
 pub mod flush;
 pub mod message;
 pub mod options;
+#[cfg(target_os = "linux")]
+pub mod process;
 mod publish;
 pub mod request;
 pub mod router;

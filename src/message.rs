@@ -17,6 +17,15 @@ pub struct Message {
     pub published_ns: u64,
     /// `None` only in a spare (see `Spares`), which holds no capacity.
     epoch: Option<Arc<Epoch>>,
+    /// A delivery from a hub in another process: told, with its token, when the message is
+    /// done here (see `process`).
+    origin: Option<(Arc<dyn Acker>, u64)>,
+}
+
+/// What is told that a delivery from another process is done: its callback returned, or it
+/// was dropped.
+pub trait Acker: Send + Sync {
+    fn ack(&self, token: u64);
 }
 
 /// Bytes a message keeps inside itself; longer ones go to a second allocation.
@@ -93,6 +102,7 @@ impl Message {
             seq: 0,
             published_ns: 0,
             epoch: None,
+            origin: None,
         }
     }
 
@@ -113,6 +123,7 @@ impl Message {
                 seq: 0,
                 published_ns: 0,
                 epoch: None,
+                origin: None,
             };
             *message = Arc::new(copy);
         }
@@ -123,12 +134,30 @@ impl Message {
         }
     }
 
-    /// Gives back the capacity the message holds, then leaves its epoch (which may finish it).
+    /// Gives back the capacity the message holds, then leaves its epoch (which may finish it),
+    /// and tells the hub of a delivery from another process that it is done here.
     fn retire(&mut self) {
         if let Some(epoch) = self.epoch.take() {
             epoch.tracker.release();
             drop(epoch);
         }
+        if let Some((acker, token)) = self.origin.take() {
+            acker.ack(token);
+        }
+    }
+
+    /// Marks a message not yet shared as a delivery from another process, acknowledged with
+    /// `token` once it is done here.
+    pub(crate) fn set_origin(message: &mut Arc<Message>, acker: Arc<dyn Acker>, token: u64) {
+        match Arc::get_mut(message) {
+            Some(m) => m.origin = Some((acker, token)),
+            None => acker.ack(token),
+        }
+    }
+
+    /// The token of a delivery from another process (0 for a message published here).
+    pub fn origin_token(&self) -> u64 {
+        self.origin.as_ref().map_or(0, |(_, t)| *t)
     }
 
     /// The flush epoch the message belongs to (`None` only for a spare).

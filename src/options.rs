@@ -217,6 +217,116 @@ impl SubscribeOptions {
     }
 }
 
+/// How a bus is served to other processes (`jsonbus_serve`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Processes attached at once, at most.
+    pub max_peers: usize,
+    /// Bytes of each of a peer's two rings (a power of two).
+    pub peer_ring_bytes: usize,
+    /// -1: a peer that takes no deliveries is a slow subscriber; n >= 0: dropped after n ms.
+    pub peer_stall_timeout_ms: i64,
+    /// Whether processes of the same group (not only the same user) may attach.
+    pub allow_group: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions {
+            max_peers: 16,
+            peer_ring_bytes: 1 << 20,
+            peer_stall_timeout_ms: -1,
+            allow_group: false,
+        }
+    }
+}
+
+const SERVE_KEYS: [&str; 4] = [
+    "max_peers",
+    "peer_ring_bytes",
+    "peer_stall_timeout_ms",
+    "allow_group",
+];
+
+impl ServeOptions {
+    /// Parses `jsonbus_serve`'s options; `None` and `"{}"` give the defaults.
+    pub fn parse(text: Option<&str>) -> Result<ServeOptions, Error> {
+        let mut o = ServeOptions::default();
+        for (name, raw) in members(text)? {
+            let raw = raw.get();
+            match name.as_str() {
+                "max_peers" => o.max_peers = integer(&name, raw, 1, 1024)? as usize,
+                "peer_ring_bytes" => {
+                    let n = integer(&name, raw, 65536, 268_435_456)? as usize;
+                    if !n.is_power_of_two() {
+                        return Err(bad(format!(
+                            "option \"peer_ring_bytes\" is {n}; it must be a power of two from 65536 to 268435456"
+                        )));
+                    }
+                    o.peer_ring_bytes = n;
+                }
+                "peer_stall_timeout_ms" => {
+                    o.peer_stall_timeout_ms = integer(&name, raw, -1, i32::MAX as i64)?
+                }
+                "allow_group" => o.allow_group = integer(&name, raw, 0, 1)? == 1,
+                _ => return Err(unknown(&name, SERVE_KEYS.into_iter())),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// How a process attaches to a bus another process serves (`jsonbus_attach`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachOptions {
+    /// The options of the local half (`max_message_bytes` and `max_depth` come from the hub).
+    pub local: Options,
+    /// How long to wait for the name to be served: 0 fails at once, -1 waits without limit.
+    pub connect_timeout_ms: i32,
+}
+
+/// The bus options an attached process sets for itself.
+const ATTACH_LOCAL_KEYS: [&str; 4] = [
+    "dispatcher_threads",
+    "queue_capacity",
+    "publish_timeout_ms",
+    "dispatcher_spin_us",
+];
+
+impl AttachOptions {
+    /// Parses `jsonbus_attach`'s options; `None` and `"{}"` give the defaults.
+    pub fn parse(text: Option<&str>) -> Result<AttachOptions, Error> {
+        let mut local = Options::default();
+        let mut connect_timeout_ms = 1000;
+        for (name, raw) in members(text)? {
+            let raw = raw.get();
+            if name == "connect_timeout_ms" {
+                connect_timeout_ms = integer(&name, raw, -1, i32::MAX as i64)? as i32;
+                continue;
+            }
+            if name == "max_message_bytes" || name == "max_depth" {
+                return Err(bad(format!(
+                    "option \"{name}\" is the serving process's: an attached process takes it from the hub"
+                )));
+            }
+            let key = KEYS
+                .iter()
+                .find(|k| k.name == name && ATTACH_LOCAL_KEYS.contains(&k.name))
+                .ok_or_else(|| {
+                    unknown(
+                        &name,
+                        ATTACH_LOCAL_KEYS.into_iter().chain(["connect_timeout_ms"]),
+                    )
+                })?;
+            (key.set)(&mut local, integer(&name, raw, key.min, key.max)?);
+        }
+        Ok(AttachOptions {
+            local,
+            connect_timeout_ms,
+        })
+    }
+}
+
 /// A string value for a message: escaped, and cut after 64 characters so that what follows it
 /// (the allowed values) always fits in the last error.
 fn quoted(value: &str) -> String {
@@ -331,6 +441,44 @@ fn kind_of(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serve_and_attach_options() {
+        let s = ServeOptions::parse(Some(
+            r#"{"max_peers":2,"peer_ring_bytes":65536,"peer_stall_timeout_ms":0,"allow_group":1}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                s.max_peers,
+                s.peer_ring_bytes,
+                s.peer_stall_timeout_ms,
+                s.allow_group
+            ),
+            (2, 65536, 0, true)
+        );
+        assert_eq!(ServeOptions::parse(None).unwrap(), ServeOptions::default());
+        let e = ServeOptions::parse(Some(r#"{"peer_ring_bytes":100000}"#)).unwrap_err();
+        assert!(
+            e.message.contains("out of range") || e.message.contains("power of two"),
+            "{}",
+            e.message
+        );
+        let e = ServeOptions::parse(Some(r#"{"peer_ring_bytes":98304}"#)).unwrap_err();
+        assert!(e.message.contains("power of two"), "{}", e.message);
+        assert!(ServeOptions::parse(Some(r#"{"max_peers":0}"#)).is_err());
+        assert!(ServeOptions::parse(Some(r#"{"queue_capacity":5}"#))
+            .unwrap_err()
+            .message
+            .contains("known options: max_peers"));
+        let a = AttachOptions::parse(Some(r#"{"dispatcher_threads":2,"connect_timeout_ms":-1}"#))
+            .unwrap();
+        assert_eq!((a.local.dispatcher_threads, a.connect_timeout_ms), (2, -1));
+        assert_eq!(AttachOptions::parse(None).unwrap().connect_timeout_ms, 1000);
+        let e = AttachOptions::parse(Some(r#"{"max_depth":3}"#)).unwrap_err();
+        assert!(e.message.contains("serving process"), "{}", e.message);
+        assert!(AttachOptions::parse(Some(r#"{"connect_timeout_ms":-2}"#)).is_err());
+    }
 
     fn err(text: &str) -> String {
         let e = Options::parse(Some(text)).unwrap_err();

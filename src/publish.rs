@@ -24,6 +24,8 @@ pub(crate) struct Wait {
     until: Option<Instant>,
     /// The flush epoch of the message whose callback publishes.
     parent: Option<Arc<Epoch>>,
+    /// In an attached process: the hub's token of the delivery whose callback publishes.
+    parent_token: u64,
 }
 
 impl Wait {
@@ -45,7 +47,38 @@ impl Wait {
                 true => dispatch::parent_epoch(shared.id),
                 false => None,
             },
+            parent_token: match in_callback {
+                true => dispatch::parent_token(shared.id),
+                false => 0,
+            },
         }
+    }
+
+    /// For a message a hub takes from an attached process: it never waits (the process had
+    /// credit for it), and belongs to the epoch of the delivery whose callback published it.
+    pub(crate) fn from_peer(parent: Option<Arc<Epoch>>) -> Wait {
+        Wait {
+            in_callback: false,
+            timeout_ms: 0,
+            until: None,
+            parent,
+            parent_token: 0,
+        }
+    }
+
+    /// Whether the publish fails at once rather than wait for room.
+    pub(crate) fn never_waits(&self) -> bool {
+        self.timeout_ms == 0
+    }
+
+    /// Until when it waits (`None`: no limit).
+    pub(crate) fn until(&self) -> Option<Instant> {
+        self.until
+    }
+
+    /// See `parent_token`.
+    pub(crate) fn parent_token(&self) -> u64 {
+        self.parent_token
     }
 
     fn full(&self, why: String) -> Error {
@@ -114,6 +147,10 @@ impl Shared {
         mut message: Arc<Message>,
         wait: &Wait,
     ) -> Result<Published, Error> {
+        #[cfg(target_os = "linux")]
+        if let Some(link) = self.link() {
+            return link.publish(self, message, wait);
+        }
         let parent = &wait.parent;
         let reply = topic.starts_with(crate::request::INBOX);
         let mut published_ns = clock::now_ns();
@@ -324,6 +361,30 @@ impl Shared {
             core.unroute(sub);
         }
         Ok((seq, routed, slow))
+    }
+
+    /// Queues a message for one subscription as its policy says (an attached process's link
+    /// thread, with a delivery from the hub); ends it if it is slow and "end".
+    #[cfg(target_os = "linux")]
+    pub(crate) fn offer_one(&self, sub: &Arc<Subscription>, message: Arc<Message>) {
+        if sub.options.is_plain() {
+            return self.enqueue(sub, message);
+        }
+        let (schedule, dropped) = match sub.offer(message) {
+            Offered::Queued(schedule) => (schedule, false),
+            Offered::Replaced(schedule, oldest) => (schedule, oldest.is_some()),
+            Offered::Refused => (false, true),
+            Offered::End => {
+                self.end(sub, EndReason::Slow);
+                (false, true)
+            }
+        };
+        if dropped {
+            self.dropped(sub, 1);
+        }
+        if schedule {
+            self.schedule(sub.clone());
+        }
     }
 
     fn enqueue(&self, sub: &Arc<Subscription>, message: Arc<Message>) {

@@ -184,6 +184,21 @@ impl Requests {
         }
     }
 
+    /// The start of every reply topic of this bus.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Counts a request that an attached process's hub found no responder for.
+    pub(crate) fn count_no_responders(&self) {
+        self.no_responders.fetch_add(1, Relaxed);
+    }
+
+    /// Takes every waiting request (their hub is gone), still taking new ones.
+    pub(crate) fn take_waiting(&self) -> Vec<Waiter> {
+        self.table().waiting.drain().map(|(_, w)| w).collect()
+    }
+
     /// Refuses new requests and takes every waiting one, for the close to end.
     pub(crate) fn close(&self) -> Vec<Waiter> {
         let mut t = self.table();
@@ -241,7 +256,17 @@ impl Bus {
                     .unwrap_or(Err(Status::Closed)),
             },
         };
-        answer.map_err(|_| closed_error("the request has no reply"))
+        answer.map_err(|status| match status {
+            Status::NoResponders => Error::new(
+                Status::NoResponders,
+                format!("no subscription matches \"{topic}\", so the request has no responder"),
+            ),
+            Status::Disconnected => Error::new(
+                Status::Disconnected,
+                "the hub went away before the request had a reply",
+            ),
+            _ => closed_error("the request has no reply"),
+        })
     }
 
     /// Publishes a request on `topic`; `callback` is then called exactly once on a dispatcher

@@ -36,6 +36,9 @@ pub struct Stats {
     pub late_replies: u64,
     /// Refused publishes by reason: json, utf8, topic, too_large, full, closed.
     pub rejected: [(&'static str, u64); 6],
+    /// A served bus: processes attached now, those that exited or disconnected, and those the
+    /// hub dropped (a protocol violation or a stall).
+    pub peers: Option<[u64; 3]>,
 }
 
 impl Stats {
@@ -59,8 +62,14 @@ impl Stats {
             .iter()
             .map(|(k, v)| format!("\"{k}\":{v}"))
             .collect();
+        let peers = match self.peers {
+            Some([now, gone, dropped]) => {
+                format!(",\"peers\":{now},\"peers_gone\":{gone},\"peers_dropped\":{dropped}")
+            }
+            None => String::new(),
+        };
         format!(
-            "{{\"published\":{},\"delivered\":{},\"unrouted\":{},\"dropped\":{},\"queued\":{},\"subscriptions\":{},\"callback_failures\":{},\"dispatcher_threads\":{},\"timers\":{},\"requests\":{},\"requests_waiting\":{},\"no_responders\":{},\"late_replies\":{},\"rejected\":{{{}}}}}",
+            "{{\"published\":{},\"delivered\":{},\"unrouted\":{},\"dropped\":{},\"queued\":{},\"subscriptions\":{},\"callback_failures\":{},\"dispatcher_threads\":{},\"timers\":{},\"requests\":{},\"requests_waiting\":{},\"no_responders\":{},\"late_replies\":{}{},\"rejected\":{{{}}}}}",
             self.published,
             self.delivered,
             self.unrouted,
@@ -74,6 +83,7 @@ impl Stats {
             self.requests_waiting,
             self.no_responders,
             self.late_replies,
+            peers,
             rejected.join(",")
         )
     }

@@ -21,6 +21,12 @@ pub enum Status {
     Ended,
     Unsupported,
     NoResponders,
+    NoBus,
+    NameInUse,
+    Permission,
+    Disconnected,
+    Peer,
+    Limit,
 }
 
 /// Success.
@@ -30,7 +36,7 @@ pub const UNSUBSCRIBE: i32 = 1;
 
 impl Status {
     /// Every kind, in code order.
-    pub const ALL: [Status; 15] = [
+    pub const ALL: [Status; 21] = [
         Status::Null,
         Status::Utf8,
         Status::Json,
@@ -46,6 +52,12 @@ impl Status {
         Status::Ended,
         Status::Unsupported,
         Status::NoResponders,
+        Status::NoBus,
+        Status::NameInUse,
+        Status::Permission,
+        Status::Disconnected,
+        Status::Peer,
+        Status::Limit,
     ];
 
     /// The negative code C sees.
@@ -66,7 +78,18 @@ impl Status {
             Status::Ended => -13,
             Status::Unsupported => -14,
             Status::NoResponders => -15,
+            Status::NoBus => -16,
+            Status::NameInUse => -17,
+            Status::Permission => -18,
+            Status::Disconnected => -19,
+            Status::Peer => -20,
+            Status::Limit => -21,
         }
+    }
+
+    /// The kind whose code is `code`, if any.
+    pub fn from_code(code: i32) -> Option<Status> {
+        Status::ALL.iter().copied().find(|s| s.code() == code)
     }
 
     /// The `JSONBUS_ERR_*` name of this kind.
@@ -87,6 +110,12 @@ impl Status {
             Status::Ended => c"JSONBUS_ERR_ENDED",
             Status::Unsupported => c"JSONBUS_ERR_UNSUPPORTED",
             Status::NoResponders => c"JSONBUS_ERR_NO_RESPONDERS",
+            Status::NoBus => c"JSONBUS_ERR_NO_BUS",
+            Status::NameInUse => c"JSONBUS_ERR_NAME_IN_USE",
+            Status::Permission => c"JSONBUS_ERR_PERMISSION",
+            Status::Disconnected => c"JSONBUS_ERR_DISCONNECTED",
+            Status::Peer => c"JSONBUS_ERR_PEER",
+            Status::Limit => c"JSONBUS_ERR_LIMIT",
         }
     }
 }

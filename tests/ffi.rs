@@ -75,6 +75,12 @@ fn names_version_and_add() {
         (JSONBUS_ERR_ENDED, "JSONBUS_ERR_ENDED"),
         (JSONBUS_ERR_UNSUPPORTED, "JSONBUS_ERR_UNSUPPORTED"),
         (JSONBUS_ERR_NO_RESPONDERS, "JSONBUS_ERR_NO_RESPONDERS"),
+        (JSONBUS_ERR_NO_BUS, "JSONBUS_ERR_NO_BUS"),
+        (JSONBUS_ERR_NAME_IN_USE, "JSONBUS_ERR_NAME_IN_USE"),
+        (JSONBUS_ERR_PERMISSION, "JSONBUS_ERR_PERMISSION"),
+        (JSONBUS_ERR_DISCONNECTED, "JSONBUS_ERR_DISCONNECTED"),
+        (JSONBUS_ERR_PEER, "JSONBUS_ERR_PEER"),
+        (JSONBUS_ERR_LIMIT, "JSONBUS_ERR_LIMIT"),
     ];
     for (code, name) in codes {
         assert_eq!(s(jsonbus_status_name(code)), name);

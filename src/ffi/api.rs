@@ -38,8 +38,9 @@ pub extern "C" fn jsonbus_last_status() -> i32 {
     boundary(error::last_status)
 }
 
-/// Nanoseconds on the monotonic clock that stamps `jsonbus_message.published_ns`, counted from
-/// the library's first use in the process.
+/// Nanoseconds on the machine's monotonic clock (`CLOCK_MONOTONIC` on POSIX, the performance
+/// counter on Windows), the clock that stamps `jsonbus_message.published_ns`: times from
+/// different processes on one machine compare (on a shared bus the hub stamps every message).
 #[no_mangle]
 pub extern "C" fn jsonbus_now_ns() -> u64 {
     boundary(clock::now_ns)

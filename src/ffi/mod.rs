@@ -7,11 +7,13 @@
 
 mod api;
 mod error;
+mod process;
 mod requests;
 mod subscriptions;
 mod types;
 
 pub use api::*;
+pub use process::*;
 pub use requests::*;
 pub use subscriptions::*;
 pub use types::*;

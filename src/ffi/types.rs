@@ -55,6 +55,20 @@ pub const JSONBUS_ERR_UNSUPPORTED: i32 = -14;
 /// A request matched no subscription when it was published (counted in the stats'
 /// `no_responders`).
 pub const JSONBUS_ERR_NO_RESPONDERS: i32 = -15;
+/// `jsonbus_attach`: no bus is served under that name (within `connect_timeout_ms`).
+pub const JSONBUS_ERR_NO_BUS: i32 = -16;
+/// `jsonbus_serve`: another live bus already serves that name (or this bus serves one already).
+pub const JSONBUS_ERR_NAME_IN_USE: i32 = -17;
+/// The name's directory, or the process at the other end, is not trusted: wrong owner, mode
+/// or user (the message says which).
+pub const JSONBUS_ERR_PERMISSION: i32 = -18;
+/// An attached handle: the serving process is gone, dropped this process, or this is a child
+/// made by `fork` after the attach.
+pub const JSONBUS_ERR_DISCONNECTED: i32 = -19;
+/// The other process speaks another protocol version or broke the protocol.
+pub const JSONBUS_ERR_PEER: i32 = -20;
+/// A configured limit was reached, such as the hub's `max_peers` (the message names it).
+pub const JSONBUS_ERR_LIMIT: i32 = -21;
 
 /// End reason: `jsonbus_unsubscribe` ended the subscription.
 pub const JSONBUS_END_UNSUBSCRIBED: i32 = 1;
@@ -67,8 +81,10 @@ pub const JSONBUS_END_SLOW: i32 = 3;
 pub const JSONBUS_END_FAILED: i32 = 4;
 /// End reason: the bus was closed or freed.
 pub const JSONBUS_END_CLOSED: i32 = 5;
-/// End reason: the process that made it exited or lost its connection (buses shared across
-/// processes; not produced by an in-process bus).
+/// End reason: the process at the other end of a bus shared across processes is gone: at the
+/// hub, the attached process that made the subscription exited, was dropped or broke the
+/// protocol; in an attached process, the hub exited or dropped this process. Not produced by
+/// a bus used in one process.
 pub const JSONBUS_END_PEER_GONE: i32 = 6;
 
 /// A bus. Opaque: create it with `jsonbus_new` (or use `jsonbus_default()`), end it with

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 /// What a callback sees: the message and the subscription being called.
 pub struct Delivery<'a> {
-    pub message: &'a Message,
+    pub message: &'a Arc<Message>,
     pub subscription: i64,
 }
 

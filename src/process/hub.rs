@@ -1,0 +1,877 @@
+//! The serving side of a bus shared across processes: the name it holds, the thread that
+//! accepts attaching processes and reads what each one writes, and what the hub keeps per peer
+//! (its rings, its credit, its subscriptions, the deliveries it has not yet acknowledged).
+
+use super::layout::{self, Layout};
+use super::name::Name;
+use super::ring::{Reader, Violation, Writer};
+use super::wire::{self, Down, Up, Welcome};
+use crate::bus::{Bus, Shared};
+use crate::message::Message;
+use crate::options::{ServeOptions, SubscribeOptions};
+use crate::publish::Wait;
+use crate::status::{Error, Status};
+use crate::subscription::end::EndReason;
+use crate::subscription::{Consumer, Delivery};
+use crate::sys::ipc::{self, Credentials, EventFd, Listener, PidFd, SeqPacket};
+use crate::sys::shm::SharedMap;
+use crate::sys::thread::{self, Thread};
+use crate::topic::{self, Kind};
+use crate::validate;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A hello must come this soon after the connection.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Records read from one peer before the hub looks at the others.
+const BATCH: usize = 256;
+/// Subscriptions one attached process may hold at the hub.
+const MAX_PEER_SUBSCRIPTIONS: usize = 65536;
+
+/// A bus being served under a name. Dropping it does not stop it: `stop` does.
+pub struct Hub {
+    pub name: Name,
+    stop: AtomicBool,
+    wake: EventFd,
+    thread: Mutex<Option<Thread>>,
+    pub counts: HubCounts,
+}
+
+/// The hub's figures for the stats.
+#[derive(Default)]
+pub struct HubCounts {
+    /// Attached now.
+    pub peers: AtomicU64,
+    /// Peers that exited or disconnected.
+    pub gone: AtomicU64,
+    /// Peers the hub dropped: a protocol violation or a stall.
+    pub dropped: AtomicU64,
+    /// Units of capacity granted to peers and not yet used: held, but by no message.
+    pub credit: AtomicUsize,
+}
+
+impl Hub {
+    /// Serves `bus` under `name`: takes the name, binds its socket and starts the hub thread.
+    pub fn serve(bus: &Bus, name: &str, options: ServeOptions) -> Result<Arc<Hub>, Error> {
+        let name = Name::take(name)?;
+        let listener = Listener::bind(&name.socket).map_err(|e| {
+            Error::new(
+                Status::Internal,
+                format!("cannot listen on {}: {e}", name.socket.display()),
+            )
+        })?;
+        let internal = |what: &str, e: std::io::Error| {
+            Error::new(Status::Internal, format!("cannot serve: {what}: {e}"))
+        };
+        let epoll = ipc::Epoll::new().map_err(|e| internal("epoll", e))?;
+        let wake = EventFd::new().map_err(|e| internal("eventfd", e))?;
+        epoll
+            .add(listener.fd(), LISTENER)
+            .and_then(|_| epoll.add(wake.fd(), WAKE))
+            .map_err(|e| internal("epoll", e))?;
+        let hub = Arc::new(Hub {
+            name,
+            stop: AtomicBool::new(false),
+            wake,
+            thread: Mutex::new(None),
+            counts: HubCounts::default(),
+        });
+        let shared = bus.shared.clone();
+        let window = (shared.options.queue_capacity / (4 * options.max_peers)).clamp(1, 1024);
+        let state = HubThread {
+            shared,
+            hub: hub.clone(),
+            options,
+            window,
+            listener,
+            epoll,
+            peers: BTreeMap::new(),
+            next_peer: 1,
+            flushes: VecDeque::new(),
+            buf: Vec::new(),
+            me: ipc::my_credentials(),
+        };
+        let started = thread::spawn("jsonbus-hub", Box::new(move || state.run()))
+            .map_err(|e| internal("the hub thread could not start", e))?;
+        *hub.thread() = Some(started);
+        Ok(hub)
+    }
+
+    fn thread(&self) -> MutexGuard<'_, Option<Thread>> {
+        self.thread.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Disconnects every peer, stops the hub thread and gives the name back.
+    pub fn stop(&self) {
+        self.stop.store(true, SeqCst);
+        self.wake.signal();
+        if let Some(t) = self.thread().take() {
+            t.join();
+        }
+        self.name.release();
+    }
+}
+
+const LISTENER: u64 = 0;
+const WAKE: u64 = 1;
+/// Peer n's descriptors: its socket, its pidfd, its to-hub eventfd.
+fn token(peer: u64, which: u64) -> u64 {
+    peer * 4 + which
+}
+
+/// What the hub thread owns.
+struct HubThread {
+    shared: Arc<Shared>,
+    hub: Arc<Hub>,
+    options: ServeOptions,
+    /// Units of credit a peer may hold.
+    window: usize,
+    listener: Listener,
+    epoll: ipc::Epoll,
+    peers: BTreeMap<u64, Peer>,
+    next_peer: u64,
+    /// Flushes asked for by peers: the epoch that must be done, the peer, its token.
+    flushes: VecDeque<(u64, u64, u64)>,
+    buf: Vec<u8>,
+    me: Credentials,
+}
+
+struct Peer {
+    socket: SeqPacket,
+    credentials: Credentials,
+    pidfd: Option<PidFd>,
+    since: Instant,
+    live: Option<Live>,
+}
+
+/// A peer past its hand-shake.
+struct Live {
+    layout: Layout,
+    to_hub: EventFd,
+    reader: Reader,
+    out: Arc<Outbound>,
+    /// Credit given in all, and used by publishes read.
+    granted: u64,
+    used: u64,
+    /// A publish that must wait (a "block" subscription at its limit), as read, and whether
+    /// its unit of capacity must be taken again.
+    parked: Option<(Vec<u8>, bool)>,
+    /// The peer's subscription ids and the hub's.
+    subs: HashMap<i64, i64>,
+    /// Since when deliveries have waited for room with no progress, and the progress then.
+    stalled: Option<(Instant, u64)>,
+}
+
+/// Why a peer is let go.
+enum Gone {
+    Exited,
+    Dropped(String),
+    Stopping(String),
+}
+
+/// What the hub writes to one peer: shared by the hub thread and the dispatcher threads that
+/// forward deliveries to it.
+pub struct Outbound {
+    state: Mutex<OutState>,
+    to_peer: EventFd,
+}
+
+struct OutState {
+    writer: Writer,
+    /// Records waiting for room in the ring, in order; the first may be partly written.
+    waiting: VecDeque<(Vec<u8>, usize)>,
+    /// Deliveries written and not yet acknowledged.
+    unacked: HashMap<u64, Arc<Message>>,
+    next_token: u64,
+    gone: bool,
+    /// Set by a dispatcher that found the peer's ring broken.
+    broken: Option<String>,
+    scratch: Vec<u8>,
+}
+
+impl Outbound {
+    fn state(&self) -> MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands a delivery for the peer's subscription `id` to the peer (from a dispatcher).
+    fn forward(&self, id: i64, message: &Arc<Message>) {
+        let mut s = self.state();
+        if s.gone {
+            return;
+        }
+        s.next_token += 1;
+        let token = s.next_token;
+        let mut body = std::mem::take(&mut s.scratch);
+        Down::Deliver {
+            token,
+            id,
+            seq: message.seq,
+            published_ns: message.published_ns,
+            topic: message.topic(),
+            reply: message.reply_to().unwrap_or(""),
+            json: message.json(),
+        }
+        .encode(&mut body);
+        s.unacked.insert(token, message.clone());
+        self.send(&mut s, body);
+    }
+
+    /// Writes a record at once if nothing waits before it and it fits, else queues it.
+    fn send(&self, s: &mut OutState, body: Vec<u8>) {
+        let mut done = 0;
+        if s.waiting.is_empty() {
+            match s.writer.write(&body, &mut done) {
+                Ok(true) => {
+                    s.scratch = body;
+                    if s.writer.reader_sleeping() {
+                        self.to_peer.signal();
+                    }
+                    return;
+                }
+                Ok(false) => s.writer.set_waiting(true),
+                Err(Violation(v)) => s.broken = Some(v),
+            }
+        }
+        s.waiting.push_back((body, done));
+    }
+
+    /// Writes what waits as far as there is room; whether anything was written.
+    fn drain(&self) -> Result<bool, String> {
+        let mut s = self.state();
+        if let Some(v) = s.broken.take() {
+            return Err(v);
+        }
+        let mut wrote = false;
+        while let Some((body, mut done)) = s.waiting.pop_front() {
+            let before = done;
+            let complete = s.writer.write(&body, &mut done).map_err(|v| v.0)?;
+            wrote |= done > before;
+            if !complete {
+                s.waiting.push_front((body, done));
+                break;
+            }
+        }
+        s.writer.set_waiting(!s.waiting.is_empty());
+        if wrote && s.writer.reader_sleeping() {
+            self.to_peer.signal();
+        }
+        Ok(wrote)
+    }
+}
+
+impl HubThread {
+    fn run(mut self) {
+        let spin = Duration::from_micros(self.shared.options.dispatcher_spin_us as u64);
+        let mut events = Vec::new();
+        while !self.hub.stop.load(SeqCst) {
+            let busy = self.service_all();
+            if busy {
+                continue;
+            }
+            let start = Instant::now();
+            let mut found = false;
+            while start.elapsed() < spin {
+                if self.any_data() {
+                    found = true;
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            if found {
+                continue;
+            }
+            self.set_sleeping(true);
+            if self.any_data() {
+                self.set_sleeping(false);
+                continue;
+            }
+            let timeout = match self.has_timed_work() {
+                true => 1,
+                false => 20,
+            };
+            let _ = self.epoll.wait(&mut events, timeout);
+            self.set_sleeping(false);
+            for e in events.drain(..) {
+                self.event(e);
+            }
+        }
+        let peers: Vec<u64> = self.peers.keys().copied().collect();
+        for p in peers {
+            self.let_go(
+                p,
+                Gone::Stopping("the hub stopped serving (its bus was closed)".into()),
+            );
+        }
+    }
+
+    fn set_sleeping(&self, sleeping: bool) {
+        for p in self.peers.values() {
+            if let Some(l) = &p.live {
+                l.reader.set_sleeping(sleeping);
+            }
+        }
+    }
+
+    fn any_data(&self) -> bool {
+        self.peers
+            .values()
+            .filter_map(|p| p.live.as_ref())
+            .any(|l| l.reader.has_data())
+    }
+
+    /// Whether something is waited for that no descriptor announces.
+    fn has_timed_work(&self) -> bool {
+        !self.flushes.is_empty()
+            || self.peers.values().any(|p| {
+                p.live.is_none()
+                    || p.live.as_ref().is_some_and(|l| {
+                        l.parked.is_some()
+                            || (l.granted - l.used) < self.window as u64
+                            || !l.out.state().waiting.is_empty()
+                    })
+            })
+    }
+
+    fn event(&mut self, e: ipc::Event) {
+        match e.token {
+            LISTENER => self.accept_all(),
+            WAKE => {
+                self.hub.wake.drain();
+            }
+            t => {
+                let (peer, which) = (t / 4, t % 4);
+                let Some(p) = self.peers.get(&peer) else {
+                    return;
+                };
+                match which {
+                    0 if p.live.is_none() => self.handshake(peer),
+                    0 => {
+                        // After the hand-shake only the end of the connection comes here.
+                        let mut buf = [0u8; 64];
+                        match p.socket.recv(&mut buf, 0) {
+                            Ok(None) => {}
+                            Ok(Some(_)) => self.let_go(
+                                peer,
+                                Gone::Dropped("a control message after the hand-shake".into()),
+                            ),
+                            Err(_) => self.let_go(peer, Gone::Exited),
+                        }
+                    }
+                    1 => self.let_go(peer, Gone::Exited),
+                    _ => {
+                        if let Some(l) = &p.live {
+                            l.to_hub.drain();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        while let Ok(Some(socket)) = self.listener.accept() {
+            let refuse = |socket: &SeqPacket, status: Status, message: String| {
+                let mut buf = Vec::new();
+                refusal(status, message).encode(&mut buf);
+                let _ = socket.send(&buf, &[], 100);
+            };
+            let credentials = match socket.peer_credentials() {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
+            let trusted = credentials.uid == self.me.uid
+                || (self.options.allow_group && credentials.gid == self.me.gid);
+            if !trusted {
+                refuse(
+                    &socket,
+                    Status::Permission,
+                    format!(
+                        "the process {} of user {} (group {}) may not attach: only user {}{} may",
+                        credentials.pid,
+                        credentials.uid,
+                        credentials.gid,
+                        self.me.uid,
+                        match self.options.allow_group {
+                            true => format!(" or group {}", self.me.gid),
+                            false => String::new(),
+                        }
+                    ),
+                );
+                continue;
+            }
+            if self.peers.len() >= self.options.max_peers {
+                refuse(
+                    &socket,
+                    Status::Limit,
+                    format!(
+                        "the hub serving \"{}\" has max_peers {} processes attached",
+                        self.hub.name.name, self.options.max_peers
+                    ),
+                );
+                continue;
+            }
+            let n = self.next_peer;
+            self.next_peer += 1;
+            if self.epoll.add(socket.fd(), token(n, 0)).is_err() {
+                continue;
+            }
+            self.peers.insert(
+                n,
+                Peer {
+                    socket,
+                    credentials,
+                    pidfd: None,
+                    since: Instant::now(),
+                    live: None,
+                },
+            );
+        }
+    }
+
+    /// Reads a peer's hello and answers with its shared memory, or refuses it.
+    fn handshake(&mut self, n: u64) {
+        let Some(p) = self.peers.get_mut(&n) else {
+            return;
+        };
+        let mut buf = [0u8; 256];
+        let version = match p.socket.recv(&mut buf, 0) {
+            Ok(Some((len, _fds))) => wire::read_hello(&buf[..len]),
+            Ok(None) => return,
+            Err(_) => return self.let_go(n, Gone::Exited),
+        };
+        let mut out = Vec::new();
+        match version {
+            Some(wire::VERSION) => {}
+            v => {
+                let message = match v {
+                    Some(v) => format!(
+                        "the attaching process speaks protocol version {v}; this hub speaks {}",
+                        wire::VERSION
+                    ),
+                    None => "the attaching process did not send a jsonbus hello".to_string(),
+                };
+                refusal(Status::Peer, message).encode(&mut out);
+                let _ = p.socket.send(&out, &[], 100);
+                return self.let_go(n, Gone::Dropped("no valid hello".into()));
+            }
+        }
+        let ring = self.options.peer_ring_bytes;
+        let made = (|| -> std::io::Result<(Live, EventFd, SharedMap)> {
+            let map = SharedMap::create(
+                &format!("jsonbus-{}", self.hub.name.name),
+                layout::size(ring),
+            )?;
+            layout::init(&map, ring);
+            let map = Arc::new(map);
+            let layout = Layout::new(map.clone(), ring);
+            let to_hub = EventFd::new()?;
+            let to_peer = EventFd::new()?;
+            let to_peer_copy = EventFd::from_fd(to_peer.fd().try_clone_to_owned()?)?;
+            let memfd = SharedMap::from_fd(map.fd().try_clone_to_owned()?, layout::size(ring))?;
+            let out = Arc::new(Outbound {
+                state: Mutex::new(OutState {
+                    writer: Writer::new(map.clone(), layout::down(ring)),
+                    waiting: VecDeque::new(),
+                    unacked: HashMap::new(),
+                    next_token: 0,
+                    gone: false,
+                    broken: None,
+                    scratch: Vec::new(),
+                }),
+                to_peer,
+            });
+            let reader = Reader::new(
+                map.clone(),
+                layout::up(ring),
+                self.shared.options.max_message_bytes + 1024,
+            );
+            Ok((
+                Live {
+                    layout,
+                    to_hub,
+                    reader,
+                    out,
+                    granted: 0,
+                    used: 0,
+                    parked: None,
+                    subs: HashMap::new(),
+                    stalled: None,
+                },
+                to_peer_copy,
+                memfd,
+            ))
+        })();
+        let (live, to_peer, memfd) = match made {
+            Ok(x) => x,
+            Err(e) => {
+                refusal(
+                    Status::Internal,
+                    format!("the hub could not set up shared memory: {e}"),
+                )
+                .encode(&mut out);
+                let _ = p.socket.send(&out, &[], 100);
+                return self.let_go(n, Gone::Dropped("no shared memory".into()));
+            }
+        };
+        Welcome {
+            version: wire::VERSION,
+            status: 0,
+            ring_bytes: ring as u64,
+            max_message_bytes: self.shared.options.max_message_bytes as u64,
+            max_depth: self.shared.options.max_depth as u32,
+            peer: n,
+            message: String::new(),
+        }
+        .encode(&mut out);
+        let sent = p
+            .socket
+            .send(&out, &[memfd.fd(), live.to_hub.fd(), to_peer.fd()], 100);
+        drop((memfd, to_peer));
+        if sent.is_err() {
+            return self.let_go(n, Gone::Exited);
+        }
+        p.pidfd = PidFd::open(p.credentials.pid).ok();
+        if let Some(pidfd) = &p.pidfd {
+            let _ = self.epoll.add(pidfd.fd(), token(n, 1));
+        }
+        let _ = self.epoll.add(live.to_hub.fd(), token(n, 2));
+        p.live = Some(live);
+        self.hub.counts.peers.fetch_add(1, SeqCst);
+    }
+
+    /// Services every peer once; whether anything happened.
+    fn service_all(&mut self) -> bool {
+        let mut busy = false;
+        let ns: Vec<u64> = self.peers.keys().copied().collect();
+        for n in ns {
+            match self.service(n) {
+                Ok(b) => busy |= b,
+                Err(gone) => self.let_go(n, gone),
+            }
+        }
+        busy | self.finish_flushes()
+    }
+
+    fn service(&mut self, n: u64) -> Result<bool, Gone> {
+        let Some(mut p) = self.peers.remove(&n) else {
+            return Ok(false);
+        };
+        let result = self.service_peer(n, &mut p);
+        self.peers.insert(n, p);
+        result
+    }
+
+    fn service_peer(&mut self, n: u64, p: &mut Peer) -> Result<bool, Gone> {
+        let Some(live) = p.live.as_mut() else {
+            return match p.since.elapsed() > HANDSHAKE_TIMEOUT {
+                true => Err(Gone::Dropped("no hello within 1 s".into())),
+                false => Ok(false),
+            };
+        };
+        let mut busy = false;
+        let mut buf = std::mem::take(&mut self.buf);
+        for _ in 0..BATCH {
+            if let Some((record, needs_unit)) = live.parked.take() {
+                if needs_unit && !self.shared.tracker.try_reserve() {
+                    live.parked = Some((record, true));
+                    break;
+                }
+                self.record(n, live, &record)?;
+                if live.parked.is_some() {
+                    break;
+                }
+                busy = true;
+                continue;
+            }
+            match live.reader.next(&mut buf) {
+                Ok(true) => {
+                    busy = true;
+                    self.record(n, live, &buf)?;
+                    if live.parked.is_some() {
+                        break;
+                    }
+                }
+                Ok(false) => break,
+                Err(Violation(v)) => return Err(Gone::Dropped(v)),
+            }
+        }
+        self.buf = buf;
+        if busy && live.reader.writer_waiting() {
+            live.out.to_peer.signal();
+        }
+        busy |= live.out.drain().map_err(Gone::Dropped)?;
+        self.top_up(live);
+        // A peer that takes no deliveries: dropped after peer_stall_timeout_ms.
+        let waiting = !live.out.state().waiting.is_empty();
+        let progress = live.out.state().writer.progress();
+        live.stalled = match (waiting, live.stalled) {
+            (false, _) => None,
+            (true, Some((since, at))) if at == progress => {
+                let limit = self.options.peer_stall_timeout_ms;
+                if limit >= 0 && since.elapsed() >= Duration::from_millis(limit as u64) {
+                    return Err(Gone::Dropped(format!(
+                        "it took no deliveries for peer_stall_timeout_ms ({limit} ms)"
+                    )));
+                }
+                Some((since, at))
+            }
+            (true, _) => Some((Instant::now(), progress)),
+        };
+        Ok(busy)
+    }
+
+    /// Gives the peer credit up to the window, as the bus has room.
+    fn top_up(&self, live: &mut Live) {
+        let before = live.granted;
+        while live.granted - live.used < self.window as u64 && self.shared.tracker.try_reserve() {
+            live.granted += 1;
+        }
+        if live.granted != before {
+            self.hub
+                .counts
+                .credit
+                .fetch_add((live.granted - before) as usize, SeqCst);
+            live.layout.grant(live.granted);
+            if live.layout.peer_wants_credit() {
+                live.out.to_peer.signal();
+            }
+        }
+    }
+
+    /// One record from a peer.
+    fn record(&mut self, n: u64, live: &mut Live, record: &[u8]) -> Result<(), Gone> {
+        let violation = |what: String| Err(Gone::Dropped(what));
+        let Some(up) = Up::decode(record) else {
+            return violation(format!(
+                "a record of {} bytes that is none the protocol knows",
+                record.len()
+            ));
+        };
+        match up {
+            Up::Publish {
+                parent,
+                topic,
+                reply,
+                json,
+            } => {
+                if live.used >= live.granted {
+                    return violation("a publish beyond the credit it was given".into());
+                }
+                if let Err(e) = topic::check(topic, Kind::Topic)
+                    .and_then(|_| match reply {
+                        "" => Ok(()),
+                        r => topic::check(r, Kind::Topic),
+                    })
+                    .and_then(|_| {
+                        validate::check_payload(
+                            json,
+                            self.shared.options.max_message_bytes,
+                            self.shared.options.max_depth,
+                        )
+                    })
+                {
+                    return violation(format!(
+                        "a publish its own process should have refused: {}",
+                        e.message
+                    ));
+                }
+                let parent_epoch = match parent {
+                    0 => None,
+                    t => live
+                        .out
+                        .state()
+                        .unacked
+                        .get(&t)
+                        .and_then(|m| m.epoch().cloned()),
+                };
+                let message = self.shared.spares.message(topic, json, reply);
+                let wait = Wait::from_peer(parent_epoch);
+                match self.shared.accept(topic, message, &wait) {
+                    Ok(published) => {
+                        live.used += 1;
+                        self.hub.counts.credit.fetch_sub(1, SeqCst);
+                        if !reply.is_empty() && !published.routed {
+                            let mut body = Vec::new();
+                            Down::NoResponders { reply }.encode(&mut body);
+                            let mut s = live.out.state();
+                            live.out.send(&mut s, body);
+                        }
+                    }
+                    Err(e) if e.status == Status::Full => {
+                        // A "block" subscription at its limit: the unit went back; try again.
+                        live.parked = Some((record.to_vec(), true));
+                    }
+                    Err(_) => {
+                        // Closing: the message is not taken, and the peer is let go soon.
+                        live.used += 1;
+                        self.hub.counts.credit.fetch_sub(1, SeqCst);
+                    }
+                }
+            }
+            Up::Ack { token } => {
+                let m = live.out.state().unacked.remove(&token);
+                match m {
+                    Some(m) => self.shared.spares.recycle(m),
+                    None => {
+                        return violation(format!(
+                            "an acknowledgement of delivery {token}, which it does not hold"
+                        ))
+                    }
+                }
+            }
+            Up::Flush { token } => {
+                let gen = self.shared.close_epoch();
+                self.flushes.push_back((gen, n, token));
+            }
+            Up::Subscribe {
+                request,
+                id,
+                pattern,
+                group,
+            } => {
+                let answer = self.subscribe(live, id, pattern, group);
+                let (status, message) = match &answer {
+                    Ok(()) => (0, ""),
+                    Err(e) => (e.status.code(), e.message.as_str()),
+                };
+                let mut body = Vec::new();
+                Down::Subscribed {
+                    request,
+                    status,
+                    message,
+                }
+                .encode(&mut body);
+                let mut s = live.out.state();
+                live.out.send(&mut s, body);
+            }
+            Up::Unsubscribe { id } => {
+                if let Some(hub_id) = live.subs.remove(&id) {
+                    let _ = Bus {
+                        shared: self.shared.clone(),
+                    }
+                    .unsubscribe(hub_id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Subscribes at the hub for the peer's subscription `id`: its deliveries go to the peer.
+    fn subscribe(&self, live: &mut Live, id: i64, pattern: &str, group: &str) -> Result<(), Error> {
+        if live.subs.contains_key(&id) {
+            return Err(Error::new(
+                Status::Internal,
+                format!("subscription {id} of this process is already known to the hub"),
+            ));
+        }
+        if live.subs.len() >= MAX_PEER_SUBSCRIPTIONS {
+            return Err(Error::new(
+                Status::Limit,
+                format!(
+                    "a process may hold at most {MAX_PEER_SUBSCRIPTIONS} subscriptions at the hub"
+                ),
+            ));
+        }
+        let mut options = SubscribeOptions::default();
+        if !group.is_empty() {
+            let text = serde_json::json!({ "group": group }).to_string();
+            options = SubscribeOptions::parse(Some(&text))?;
+        }
+        let out = live.out.clone();
+        let callback = Box::new(move |d: &Delivery<'_>| {
+            out.forward(id, d.message);
+            0
+        });
+        let bus = Bus {
+            shared: self.shared.clone(),
+        };
+        let hub_id = bus.subscribe_with(pattern, options, Consumer::Callback(callback, None))?;
+        live.subs.insert(id, hub_id);
+        Ok(())
+    }
+
+    /// Answers the flushes whose epochs are done; whether any was.
+    fn finish_flushes(&mut self) -> bool {
+        let mut any = false;
+        while let Some(&(gen, n, token)) = self.flushes.front() {
+            if !self.shared.tracker.is_done(gen)
+                && self.shared.tracker.held() > self.hub.counts.credit.load(SeqCst)
+            {
+                break;
+            }
+            self.flushes.pop_front();
+            any = true;
+            if let Some(live) = self.peers.get(&n).and_then(|p| p.live.as_ref()) {
+                let mut body = Vec::new();
+                Down::Flushed { token }.encode(&mut body);
+                let mut s = live.out.state();
+                live.out.send(&mut s, body);
+            }
+        }
+        any
+    }
+
+    /// Lets a peer go: its subscriptions end (`PeerGone`), what it held is released.
+    fn let_go(&mut self, n: u64, why: Gone) {
+        let Some(p) = self.peers.remove(&n) else {
+            return;
+        };
+        let _ = self.epoll.remove(p.socket.fd());
+        if let Gone::Dropped(why) | Gone::Stopping(why) = &why {
+            let mut buf = Vec::new();
+            refusal(Status::Disconnected, why.clone()).encode(&mut buf);
+            let _ = p.socket.send(&buf, &[], 0);
+        }
+        p.socket.shutdown();
+        if let Some(pidfd) = &p.pidfd {
+            let _ = self.epoll.remove(pidfd.fd());
+        }
+        self.flushes.retain(|f| f.1 != n);
+        let Some(live) = p.live else {
+            return;
+        };
+        let _ = self.epoll.remove(live.to_hub.fd());
+        let held: Vec<Arc<Message>> = {
+            let mut s = live.out.state();
+            s.gone = true;
+            s.waiting.clear();
+            s.unacked.drain().map(|(_, m)| m).collect()
+        };
+        for (_, hub_id) in live.subs {
+            if let Some(sub) = self.shared.known_subscription(hub_id) {
+                self.shared.end(&sub, EndReason::PeerGone);
+            }
+        }
+        for m in held {
+            self.shared.count_dropped_delivery();
+            drop(m);
+        }
+        let unused = (live.granted - live.used) as usize;
+        let unused = unused - usize::from(matches!(live.parked, Some((_, true))));
+        for _ in 0..unused {
+            self.shared.tracker.release();
+        }
+        self.hub.counts.credit.fetch_sub(unused, SeqCst);
+        self.hub.counts.peers.fetch_sub(1, SeqCst);
+        match why {
+            Gone::Exited | Gone::Stopping(_) => self.hub.counts.gone.fetch_add(1, SeqCst),
+            Gone::Dropped(_) => self.hub.counts.dropped.fetch_add(1, SeqCst),
+        };
+    }
+}
+
+/// A welcome that refuses.
+fn refusal(status: Status, message: String) -> Welcome {
+    Welcome {
+        version: wire::VERSION,
+        status: status.code(),
+        ring_bytes: 0,
+        max_message_bytes: 0,
+        max_depth: 0,
+        peer: 0,
+        message,
+    }
+}

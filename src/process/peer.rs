@@ -1,0 +1,800 @@
+//! The attached side of a bus shared across processes: connecting to a hub, the link that writes
+//! this process's publishes, acknowledgements, flushes and subscriptions into its ring, and the
+//! link thread that moves deliveries from the hub's ring into the local subscriptions' queues.
+
+use super::layout::{self, Layout};
+use super::name;
+use super::ring::{Reader, Violation, Writer};
+use super::wire::{self, Down, Up, Welcome};
+use crate::bus::{closed_error, Bus, Shared};
+use crate::message::{Acker, Message};
+use crate::options::AttachOptions;
+use crate::publish::{Published, Wait};
+use crate::request::Claim;
+use crate::status::{Error, Status};
+use crate::subscription::end::EndReason;
+use crate::sys::ipc::{self, EventFd, PidFd, SeqPacket};
+use crate::sys::shm::SharedMap;
+use crate::sys::thread::{self, Thread};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The local id of the subscription that takes this process's request replies.
+const INBOX_ID: i64 = 0;
+/// Records handled before the link thread looks at anything else.
+const BATCH: usize = 256;
+/// How long a subscribe waits for the hub's answer.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An attached process's connection to its hub.
+pub struct Link {
+    pub name: String,
+    /// The process that attached: a child made by `fork` may not use the link.
+    pid: u32,
+    up: Mutex<Option<Up_>>,
+    state: Mutex<State>,
+    changed: Condvar,
+    waiters: AtomicUsize,
+    disconnected: AtomicBool,
+    stop: AtomicBool,
+    /// Wakes the link thread (the hub signals the same eventfd).
+    wake: EventFd,
+    thread: Mutex<Option<Thread>>,
+    /// Messages published through this handle.
+    pub published: AtomicU64,
+}
+
+/// What the publishing threads share: the writing end of the ring to the hub.
+#[allow(non_camel_case_types)]
+struct Up_ {
+    writer: Writer,
+    layout: Layout,
+    to_hub: EventFd,
+    scratch: Vec<u8>,
+    /// Acknowledgements not yet written.
+    acks: Vec<u64>,
+    /// Credit used, and credit granted as last seen.
+    used: u64,
+    granted: u64,
+    /// A message of several fragments is being written: nobody else may write.
+    busy: bool,
+}
+
+#[derive(Default)]
+struct State {
+    why: Option<(Status, String)>,
+    next: u64,
+    flushed: HashSet<u64>,
+    subscribed: HashMap<u64, (i32, String)>,
+}
+
+/// What the link thread owns.
+struct LinkThread {
+    shared: Arc<Shared>,
+    link: Arc<Link>,
+    reader: Reader,
+    socket: SeqPacket,
+    /// Registered in `epoll`: readable once the hub's process has exited.
+    _hub: Option<PidFd>,
+    epoll: ipc::Epoll,
+    spin: Duration,
+}
+
+fn disconnected(message: impl Into<String>) -> Error {
+    Error::new(Status::Disconnected, message)
+}
+
+/// Attaches to the bus served under `name`.
+pub fn attach(name: &str, options: AttachOptions) -> Result<Bus, Error> {
+    let (socket_path, _) = name::paths(name)?;
+    let until = match options.connect_timeout_ms {
+        -1 => None,
+        ms => Some(Instant::now() + Duration::from_millis(ms as u64)),
+    };
+    let socket = loop {
+        match SeqPacket::connect(&socket_path) {
+            Ok(s) => break s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                if until.is_some_and(|u| Instant::now() >= u) {
+                    return Err(Error::new(
+                        Status::NoBus,
+                        format!(
+                            "no bus is served under \"{name}\" ({} {}) within connect_timeout_ms ({} ms)",
+                            socket_path.display(),
+                            match e.kind() {
+                                std::io::ErrorKind::NotFound => "does not exist",
+                                _ => "refuses connections",
+                            },
+                            options.connect_timeout_ms
+                        ),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    Status::Internal,
+                    format!("cannot connect to {}: {e}", socket_path.display()),
+                ))
+            }
+        }
+    };
+    let me = ipc::my_credentials();
+    let hub = socket
+        .peer_credentials()
+        .map_err(|e| Error::new(Status::Internal, format!("no credentials of the hub: {e}")))?;
+    if hub.uid != me.uid && hub.gid != me.gid {
+        return Err(Error::new(
+            Status::Permission,
+            format!(
+                "the process {} serving \"{name}\" belongs to user {} and group {}, not to this process's user {} or group {}",
+                hub.pid, hub.uid, hub.gid, me.uid, me.gid
+            ),
+        ));
+    }
+    let mut buf = Vec::new();
+    wire::hello(&mut buf);
+    let peer = |m: String| Error::new(Status::Peer, m);
+    socket.send(&buf, &[], 1000).map_err(|e| {
+        disconnected(format!(
+            "the hub serving \"{name}\" did not take the hello: {e}"
+        ))
+    })?;
+    let mut answer = vec![0u8; 4096];
+    let (n, fds) = socket
+        .recv(&mut answer, 2000)
+        .map_err(|e| disconnected(format!("the hub serving \"{name}\" did not answer: {e}")))?
+        .ok_or_else(|| {
+            disconnected(format!(
+                "the hub serving \"{name}\" did not answer within 2 s"
+            ))
+        })?;
+    let welcome = Welcome::decode(&answer[..n]).ok_or_else(|| {
+        peer(format!(
+            "the process serving \"{name}\" did not answer as a jsonbus hub"
+        ))
+    })?;
+    if welcome.version != wire::VERSION {
+        return Err(peer(format!(
+            "the hub serving \"{name}\" speaks protocol version {}; this library speaks {}",
+            welcome.version,
+            wire::VERSION
+        )));
+    }
+    if welcome.status != 0 {
+        let status = Status::from_code(welcome.status).unwrap_or(Status::Peer);
+        return Err(Error::new(status, welcome.message));
+    }
+    let ring = welcome.ring_bytes as usize;
+    if !ring.is_power_of_two() || !(65536..=268_435_456).contains(&ring) || fds.len() != 3 {
+        return Err(peer(format!(
+            "the hub serving \"{name}\" sent rings of {ring} bytes and {} descriptors",
+            fds.len()
+        )));
+    }
+    let mut fds = fds.into_iter();
+    let (memfd, to_hub, to_peer) = match (fds.next(), fds.next(), fds.next()) {
+        (Some(a), Some(b), Some(c)) => (a, b, c),
+        _ => return Err(peer("missing descriptors".into())),
+    };
+    let bad_fd = |what: &str, e: std::io::Error| peer(format!("the hub's {what} is unusable: {e}"));
+    let map = Arc::new(
+        SharedMap::from_fd(memfd, layout::size(ring)).map_err(|e| bad_fd("shared memory", e))?,
+    );
+    if !layout::check(&map) {
+        return Err(peer("the hub's shared memory has another layout".into()));
+    }
+    let to_hub = EventFd::from_fd(to_hub).map_err(|e| bad_fd("eventfd", e))?;
+    let wake = EventFd::from_fd(to_peer).map_err(|e| bad_fd("eventfd", e))?;
+    let epoll =
+        ipc::Epoll::new().map_err(|e| Error::new(Status::Internal, format!("epoll: {e}")))?;
+    let hub_pidfd = PidFd::open(hub.pid).ok();
+    let added = epoll
+        .add(wake.fd(), 0)
+        .and_then(|_| epoll.add(socket.fd(), 1))
+        .and_then(|_| match &hub_pidfd {
+            Some(p) => epoll.add(p.fd(), 2),
+            None => Ok(()),
+        });
+    added.map_err(|e| Error::new(Status::Internal, format!("epoll: {e}")))?;
+
+    let mut local = options.local;
+    local.max_message_bytes = (welcome.max_message_bytes as usize).clamp(1, 1 << 30);
+    local.max_depth = (welcome.max_depth as usize).clamp(1, 65535);
+    let spin = Duration::from_micros(local.dispatcher_spin_us as u64);
+    let max_message = local.max_message_bytes + 1024;
+    let bus = Bus::new(local)?;
+    let link = Arc::new(Link {
+        name: name.to_string(),
+        pid: std::process::id(),
+        up: Mutex::new(Some(Up_ {
+            writer: Writer::new(map.clone(), layout::up(ring)),
+            layout: Layout::new(map.clone(), ring),
+            to_hub,
+            scratch: Vec::new(),
+            acks: Vec::new(),
+            used: 0,
+            granted: 0,
+            busy: false,
+        })),
+        state: Mutex::new(State::default()),
+        changed: Condvar::new(),
+        waiters: AtomicUsize::new(0),
+        disconnected: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        wake,
+        thread: Mutex::new(None),
+        published: AtomicU64::new(0),
+    });
+    bus.shared.set_link(link.clone());
+    let state = LinkThread {
+        shared: bus.shared.clone(),
+        link: link.clone(),
+        reader: Reader::new(map, layout::down(ring), max_message),
+        socket,
+        _hub: hub_pidfd,
+        epoll,
+        spin,
+    };
+    let started = thread::spawn("jsonbus-link", Box::new(move || state.run()));
+    match started {
+        Ok(t) => *link.thread() = Some(t),
+        Err(e) => {
+            bus.close_for_free();
+            return Err(Error::new(
+                Status::Internal,
+                format!("the link thread could not start: {e}"),
+            ));
+        }
+    }
+    let inbox = format!("{}>", bus.shared.requests.prefix());
+    if let Err(e) = link.subscribe(INBOX_ID, &inbox, "") {
+        bus.close_for_free();
+        return Err(e);
+    }
+    Ok(bus)
+}
+
+impl Link {
+    fn up(&self) -> MutexGuard<'_, Option<Up_>> {
+        self.up.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn thread(&self) -> MutexGuard<'_, Option<Thread>> {
+        self.thread.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this is a child made by `fork` after the attach.
+    pub fn forked(&self) -> bool {
+        std::process::id() != self.pid
+    }
+
+    /// Ok while the link can carry calls.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.forked() {
+            return Err(disconnected(format!(
+                "this process is a child made by fork after jsonbus_attach(\"{}\"); attach again in the child",
+                self.name
+            )));
+        }
+        if self.disconnected.load(SeqCst) {
+            let why = self.state().why.clone();
+            let (status, why) = why.unwrap_or((Status::Disconnected, "disconnected".into()));
+            return Err(Error::new(
+                status,
+                format!("the bus \"{}\" is gone: {why}", self.name),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits on `changed` for up to 1 ms (or until `until`), with the state lock given back.
+    fn wait_a_moment<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        until: Option<Instant>,
+    ) -> MutexGuard<'a, T> {
+        let mut slice = Duration::from_millis(1);
+        if let Some(u) = until {
+            slice = slice.min(u.saturating_duration_since(Instant::now()));
+        }
+        self.waiters.fetch_add(1, SeqCst);
+        // A spurious or timed-out wake-up is fine: every caller looks again.
+        let (g, _) = self
+            .changed
+            .wait_timeout(guard, slice)
+            .unwrap_or_else(|p| p.into_inner());
+        self.waiters.fetch_sub(1, SeqCst);
+        g
+    }
+
+    fn notify(&self) {
+        if self.waiters.load(SeqCst) > 0 {
+            // Taking the locks orders the notice after a waiter's check of the state.
+            drop(self.up());
+            drop(self.state());
+            self.changed.notify_all();
+        }
+    }
+
+    /// Writes `body` (an encoded record) into the ring, waiting for room until `until`;
+    /// `credit`: it is a publish and takes one unit of credit (not waiting for it when
+    /// `no_wait`).
+    fn write(
+        &self,
+        credit: bool,
+        no_wait: bool,
+        until: Option<Instant>,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), Error> {
+        let mut guard = self.up();
+        loop {
+            self.check()?;
+            let Some(up) = guard.as_mut() else {
+                return Err(closed_error("cannot publish"));
+            };
+            if !up.busy {
+                if !credit || up.used < up.granted {
+                    break;
+                }
+                let granted = up.layout.granted();
+                if granted > up.granted {
+                    up.granted = granted;
+                    continue;
+                }
+                if no_wait {
+                    return Err(Error::new(Status::Full, format!("the hub of \"{}\" has no room for this process's publishes (its queue_capacity is reached); a callback never waits for room", self.name)));
+                }
+                up.layout.set_wants_credit(true);
+            }
+            if until.is_some_and(|u| Instant::now() >= u) {
+                return Err(Error::new(Status::Full, format!("the hub of \"{}\" had no room for this process's publishes (its queue_capacity) before publish_timeout_ms ran out", self.name)));
+            }
+            guard = self.wait_a_moment(guard, until);
+        }
+        let Some(up) = guard.as_mut() else {
+            return Err(closed_error("cannot publish"));
+        };
+        if credit {
+            up.layout.set_wants_credit(false);
+            up.used += 1;
+        }
+        let mut body = std::mem::take(&mut up.scratch);
+        encode(&mut body);
+        let mut done = 0;
+        loop {
+            let Some(up) = guard.as_mut() else {
+                return Err(closed_error("cannot publish"));
+            };
+            let complete = up.writer.write(&body, &mut done).map_err(|Violation(v)| {
+                Error::new(Status::Peer, format!("the hub broke the ring: {v}"))
+            })?;
+            if up.writer.reader_sleeping() {
+                up.to_hub.signal();
+            }
+            if complete {
+                up.busy = false;
+                up.writer.set_waiting(false);
+                up.scratch = body;
+                self.write_acks(up);
+                break;
+            }
+            up.busy = true;
+            up.writer.set_waiting(true);
+            if let Err(e) = self.check() {
+                up.busy = false;
+                return Err(e);
+            }
+            guard = self.wait_a_moment(guard, None);
+        }
+        drop(guard);
+        self.notify();
+        Ok(())
+    }
+
+    /// Writes the acknowledgements waiting, as far as there is room.
+    fn write_acks(&self, up: &mut Up_) {
+        if up.busy || up.acks.is_empty() {
+            return;
+        }
+        let mut body = std::mem::take(&mut up.scratch);
+        let mut written = 0;
+        for &token in &up.acks {
+            Up::Ack { token }.encode(&mut body);
+            let mut done = 0;
+            match up.writer.write(&body, &mut done) {
+                Ok(true) => written += 1,
+                _ => break,
+            }
+        }
+        up.acks.drain(..written);
+        up.scratch = body;
+        if written > 0 && up.writer.reader_sleeping() {
+            up.to_hub.signal();
+        }
+    }
+
+    /// Hands a publish to the hub (the local unit of capacity `prepare` took is given back).
+    pub(crate) fn publish(
+        &self,
+        shared: &Shared,
+        message: Arc<Message>,
+        wait: &Wait,
+    ) -> Result<Published, Error> {
+        let written = self.write(true, wait.never_waits(), wait.until(), |body| {
+            Up::Publish {
+                parent: wait.parent_token(),
+                topic: message.topic(),
+                reply: message.reply_to().unwrap_or(""),
+                json: message.json(),
+            }
+            .encode(body)
+        });
+        shared.tracker.release();
+        written?;
+        self.published.fetch_add(1, SeqCst);
+        Ok(Published {
+            seq: 0,
+            routed: true,
+        })
+    }
+
+    /// Registers local subscription `id` at the hub and waits for its answer.
+    pub fn subscribe(&self, id: i64, pattern: &str, group: &str) -> Result<(), Error> {
+        let request = {
+            let mut s = self.state();
+            s.next += 1;
+            s.next
+        };
+        let until = Instant::now() + SUBSCRIBE_TIMEOUT;
+        self.write(false, false, Some(until), |body| {
+            Up::Subscribe {
+                request,
+                id,
+                pattern,
+                group,
+            }
+            .encode(body)
+        })?;
+        let mut s = self.state();
+        loop {
+            if let Some((status, message)) = s.subscribed.remove(&request) {
+                return match status {
+                    0 => Ok(()),
+                    code => Err(Error::new(
+                        Status::from_code(code).unwrap_or(Status::Peer),
+                        message,
+                    )),
+                };
+            }
+            drop(s);
+            self.check()?;
+            if Instant::now() >= until {
+                return Err(Error::new(
+                    Status::Timeout,
+                    format!(
+                        "the hub of \"{}\" did not answer a subscribe within {} s",
+                        self.name,
+                        SUBSCRIBE_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+            s = self.wait_a_moment(self.state(), Some(until));
+        }
+    }
+
+    /// Tells the hub that local subscription `id` has ended.
+    pub fn unsubscribe(&self, id: i64) {
+        if self.check().is_ok() {
+            let _ = self.write(
+                false,
+                false,
+                Some(Instant::now() + Duration::from_secs(1)),
+                |body| Up::Unsubscribe { id }.encode(body),
+            );
+        }
+    }
+
+    /// Waits until the hub says that everything published through this handle before is done.
+    pub fn flush(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        let until = timeout.map(|t| Instant::now() + t);
+        let token = {
+            let mut s = self.state();
+            s.next += 1;
+            s.next
+        };
+        self.write(false, false, until, |body| Up::Flush { token }.encode(body))?;
+        let mut s = self.state();
+        loop {
+            if s.flushed.remove(&token) {
+                return Ok(());
+            }
+            drop(s);
+            self.check()?;
+            if until.is_some_and(|u| Instant::now() >= u) {
+                return Err(Error::new(
+                    Status::Timeout,
+                    format!(
+                        "flush timed out after {} ms waiting for the hub of \"{}\"",
+                        timeout.unwrap_or_default().as_millis(),
+                        self.name
+                    ),
+                ));
+            }
+            s = self.wait_a_moment(self.state(), until);
+        }
+    }
+
+    /// Stops the link thread and lets go of the shared memory and the descriptors.
+    pub fn shutdown(&self) {
+        self.stop.store(true, SeqCst);
+        self.wake.signal();
+        if !self.forked() {
+            if let Some(t) = self.thread().take() {
+                t.join();
+            }
+        }
+        self.disconnected.store(true, SeqCst);
+        {
+            let mut s = self.state();
+            if s.why.is_none() {
+                s.why = Some((Status::Closed, "this handle was closed".into()));
+            }
+        }
+        self.up().take();
+        self.changed.notify_all();
+    }
+
+    fn disconnect(&self, status: Status, why: String) {
+        self.state().why.get_or_insert((status, why));
+        self.disconnected.store(true, SeqCst);
+        self.changed.notify_all();
+    }
+}
+
+impl Acker for Link {
+    fn ack(&self, token: u64) {
+        if self.disconnected.load(SeqCst) || self.forked() {
+            return;
+        }
+        let mut guard = self.up();
+        if let Some(up) = guard.as_mut() {
+            up.acks.push(token);
+            self.write_acks(up);
+        }
+    }
+}
+
+impl LinkThread {
+    fn run(mut self) {
+        let mut buf = Vec::new();
+        let mut events = Vec::new();
+        let link = self.link.clone();
+        while !link.stop.load(SeqCst) {
+            match self.read(&mut buf) {
+                Ok(0) => {}
+                Ok(_) => {
+                    link.notify();
+                    continue;
+                }
+                Err((status, why)) => {
+                    self.lost(status, why);
+                    break;
+                }
+            }
+            let start = Instant::now();
+            let mut found = false;
+            while start.elapsed() < self.spin {
+                if self.reader.has_data() || link.stop.load(SeqCst) {
+                    found = true;
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            if found {
+                continue;
+            }
+            self.reader.set_sleeping(true);
+            if !self.reader.has_data() {
+                let pending = link.up().as_ref().is_some_and(|u| !u.acks.is_empty());
+                let _ = self.epoll.wait(&mut events, if pending { 1 } else { 20 });
+            }
+            self.reader.set_sleeping(false);
+            link.wake.drain();
+            if let Some(up) = link.up().as_mut() {
+                link.write_acks(up);
+            }
+            link.notify();
+            let mut gone = None;
+            for e in events.drain(..) {
+                match e.token {
+                    1 => {
+                        let mut b = [0u8; 1024];
+                        match self.socket.recv(&mut b, 0) {
+                            Ok(None) => {}
+                            Ok(Some((n, _))) => {
+                                gone = Some(match Welcome::decode(&b[..n]) {
+                                    Some(w) => (
+                                        Status::Disconnected,
+                                        format!("the hub dropped this process: {}", w.message),
+                                    ),
+                                    None => (
+                                        Status::Peer,
+                                        "the hub sent a control message after the hand-shake"
+                                            .to_string(),
+                                    ),
+                                })
+                            }
+                            Err(_) => {
+                                gone = Some((
+                                    Status::Disconnected,
+                                    "the hub closed the connection".to_string(),
+                                ))
+                            }
+                        }
+                    }
+                    2 => {
+                        gone = Some((Status::Disconnected, "the hub's process exited".to_string()))
+                    }
+                    _ => {}
+                }
+            }
+            if let Some((status, why)) = gone {
+                // What the hub wrote before it went is still delivered.
+                let _ = self.read(&mut buf);
+                self.lost(status, why);
+                break;
+            }
+        }
+    }
+
+    /// Handles what the hub has written; how many records.
+    fn read(&mut self, buf: &mut Vec<u8>) -> Result<usize, (Status, String)> {
+        let mut n = 0;
+        let epoch = self.shared.current_epoch();
+        while n < BATCH {
+            match self.reader.next(buf) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(Violation(v)) => {
+                    return Err((Status::Peer, format!("the hub broke its ring: {v}")))
+                }
+            }
+            n += 1;
+            let Some(down) = Down::decode(buf) else {
+                return Err((
+                    Status::Peer,
+                    format!(
+                        "the hub wrote a record of {} bytes that the protocol does not know",
+                        buf.len()
+                    ),
+                ));
+            };
+            match down {
+                Down::Deliver {
+                    token,
+                    id,
+                    seq,
+                    published_ns,
+                    topic,
+                    reply,
+                    json,
+                } => {
+                    let mut m = self.shared.spares.message(topic, json, reply);
+                    Message::set_origin(&mut m, self.link.clone(), token);
+                    self.deliver(id, m, seq, published_ns, &epoch);
+                }
+                Down::Flushed { token } => {
+                    self.link.state().flushed.insert(token);
+                    self.link.changed.notify_all();
+                }
+                Down::Subscribed {
+                    request,
+                    status,
+                    message,
+                } => {
+                    self.link
+                        .state()
+                        .subscribed
+                        .insert(request, (status, message.to_string()));
+                    self.link.changed.notify_all();
+                }
+                Down::NoResponders { reply } => {
+                    if let Claim::Ours(waiter) = self.shared.requests.claim(reply) {
+                        self.shared.requests.count_no_responders();
+                        self.shared.answer(waiter, Err(Status::NoResponders));
+                    }
+                }
+            }
+        }
+        if n > 0 && self.reader.writer_waiting() {
+            if let Some(up) = self.link.up().as_ref() {
+                up.to_hub.signal();
+            }
+        }
+        Ok(n)
+    }
+
+    /// Queues a delivery for local subscription `id` (or answers a request), once it has a
+    /// unit of local capacity; dropped (and so acknowledged) if nothing takes it.
+    fn deliver(
+        &self,
+        id: i64,
+        mut m: Arc<Message>,
+        seq: u64,
+        published_ns: u64,
+        epoch: &Arc<crate::flush::Epoch>,
+    ) {
+        let s = &self.shared;
+        let sub = match id {
+            INBOX_ID => None,
+            id => match s.known_subscription(id) {
+                Some(sub) if !sub.is_ended() => Some(sub),
+                _ => return,
+            },
+        };
+        // Local capacity: the link waits for room (the hub holds the rest meanwhile).
+        loop {
+            if s.tracker.try_reserve() {
+                break;
+            }
+            if s.tracker.is_closed() || self.link.stop.load(SeqCst) {
+                s.count_dropped_delivery();
+                return;
+            }
+            let _ = s
+                .tracker
+                .wait_until(Some(Instant::now() + Duration::from_millis(10)), || {
+                    s.tracker.held() < s.options.queue_capacity
+                });
+        }
+        Message::stamp(&mut m, seq, published_ns, epoch.clone());
+        match sub {
+            None => {
+                if let Claim::Ours(waiter) = s.requests.claim(m.topic()) {
+                    s.answer(waiter, Ok(m));
+                }
+            }
+            Some(sub) => {
+                if sub.blocks_now() {
+                    let _ = s.tracker.wait_until(None, || {
+                        sub.has_room() || sub.is_ended() || self.link.stop.load(SeqCst)
+                    });
+                }
+                s.offer_one(&sub, m);
+            }
+        }
+    }
+
+    /// The hub is gone: calls fail from now on; the local subscriptions end once what they
+    /// have received is delivered.
+    fn lost(&self, status: Status, why: String) {
+        self.link.disconnect(status, why);
+        for waiter in self.shared.requests.take_waiting() {
+            self.shared.answer(waiter, Err(Status::Disconnected));
+        }
+        name::clean_up(&self.link.name);
+        let subs = self.shared.live_subscriptions();
+        for sub in subs {
+            while !sub.is_pull()
+                && sub.has_queued()
+                && !self.link.stop.load(SeqCst)
+                && !self.shared.tracker.is_closed()
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.shared.end_keeping_queue(&sub, EndReason::PeerGone);
+        }
+    }
+}
