@@ -88,7 +88,7 @@ static int cmp_u64(const void *a, const void *b) {
 }
 
 struct answer {
-    uint64_t count, p50_ns, p99_ns;
+    uint64_t count, p50_ns, p99_ns, max_ns;
 };
 
 /* The reader: frames are [u32 length][payload]; for latency the payload starts with the
@@ -113,11 +113,12 @@ static void reader(int fd, long n, int lat) {
             uint32_t len;
             memcpy(&len, buf + off, 4);
             if (len == 0) { /* the end marker */
-                struct answer a = {count, 0, 0};
+                struct answer a = {count, 0, 0, 0};
                 if (lat && nsamples > 0) {
                     qsort(samples, (size_t)nsamples, sizeof *samples, cmp_u64);
                     a.p50_ns = samples[nsamples / 2];
                     a.p99_ns = samples[(nsamples * 99) / 100];
+                    a.max_ns = samples[nsamples - 1];
                 }
                 write_all(fd, &a, sizeof a);
                 exit(0);
@@ -221,8 +222,8 @@ int main(int argc, char **argv) {
     }
     double achieved = (double)n / ((double)(t_sent - t0) / 1e9);
     if (lat)
-        printf("RESULT variant=uds-lat samples=%ld p50_us=%.1f p99_us=%.1f rate=%.0f\n", n,
-               (double)a.p50_ns / 1e3, (double)a.p99_ns / 1e3, achieved);
+        printf("RESULT variant=uds-lat samples=%ld p50_us=%.1f p99_us=%.1f max_us=%.1f rate=%.0f\n",
+               n, (double)a.p50_ns / 1e3, (double)a.p99_ns / 1e3, (double)a.max_ns / 1e3, achieved);
     else
         printf("RESULT variant=uds-%s msgs=%ld seconds=%.4f rate=%.0f\n", mode, n,
                (double)(t1 - t0) / 1e9, (double)n / ((double)(t1 - t0) / 1e9));

@@ -127,8 +127,9 @@ static void latency_result(const char *variant, double rate) {
     qsort(samples, (size_t)nsamples, sizeof *samples, cmp_u64);
     double p50 = nsamples ? (double)samples[nsamples / 2] / 1e3 : 0;
     double p99 = nsamples ? (double)samples[(nsamples * 99) / 100] / 1e3 : 0;
-    say("RESULT variant=%s samples=%ld p50_us=%.1f p99_us=%.1f rate=%.0f", variant, nsamples, p50,
-        p99, rate);
+    double max = nsamples ? (double)samples[nsamples - 1] / 1e3 : 0;
+    say("RESULT variant=%s samples=%ld p50_us=%.1f p99_us=%.1f max_us=%.1f rate=%.0f", variant,
+        nsamples, p50, p99, max, rate);
 }
 
 /* ---- the publishers: N messages of SIZE bytes, paced at RATE/s (0: as fast as it goes);
@@ -322,11 +323,11 @@ static int run(const char *variant, long n, size_t size, double rate) {
     } else {
         line[strcspn(line, "\n")] = '\0';
         char *p = strstr(line, "samples=");
-        double p50 = 0, p99 = 0;
+        double p50 = 0, p99 = 0, max = 0;
         long k = 0;
-        if (p) sscanf(p, "samples=%ld p50_us=%lf p99_us=%lf", &k, &p50, &p99);
-        say("RESULT variant=%s samples=%ld p50_us=%.1f p99_us=%.1f rate=%.0f", variant, k, p50, p99,
-            achieved);
+        if (p) sscanf(p, "samples=%ld p50_us=%lf p99_us=%lf max_us=%lf", &k, &p50, &p99, &max);
+        say("RESULT variant=%s samples=%ld p50_us=%.1f p99_us=%.1f max_us=%.1f rate=%.0f", variant, k,
+            p50, p99, max, achieved);
     }
     int st = 0;
     waitpid(sub.pid, &st, 0);

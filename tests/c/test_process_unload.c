@@ -222,6 +222,20 @@ static int dir_entries(const char *dir) {
     return k;
 }
 
+/* The hub child must not inherit descriptors of whoever started this test. */
+static void make_own_fds_cloexec(void) {
+    DIR *d = opendir("/proc/self/fd");
+    CHECK(d != NULL);
+    int self = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        int fd = atoi(e->d_name);
+        if (fd > 2 && fd != self) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    closedir(d);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_process_unload PATH/TO/process_peer [--cycles N] [lib]\n");
@@ -235,6 +249,7 @@ int main(int argc, char **argv) {
     }
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    make_own_fds_cloexec();
     char rundir[256], namedir[300];
     snprintf(rundir, sizeof rundir, "/tmp/jsonbus-test-unload-XXXXXX");
     CHECK(mkdtemp(rundir) != NULL);
