@@ -14,7 +14,8 @@
  * Each prints one line "RESULT variant=... msgs=... seconds=... rate=..." (throughput) or
  * "RESULT variant=... samples=... p50_us=... p99_us=... rate=..." (latency). The roles of the
  * other processes are the same program (/proc/self/exe) with other arguments. Every process
- * uses the bus defaults (1 dispatcher thread). The subscriber's callbacks do nothing but count
+ * uses the bus defaults (1 dispatcher thread), plus what XPROC_OPTIONS adds (a list of JSON
+ * members, e.g. '"dispatcher_spin_us":0', for jsonbus_new and jsonbus_attach alike). The subscriber's callbacks do nothing but count
  * (and, for latency, read the stamp) - jsonbus has validated every payload as JSON before it
  * was accepted, in the publishing process, and the hub again.
  * Run it in a private XDG_RUNTIME_DIR (bench/xproc/run does).
@@ -152,15 +153,32 @@ static double publish_run(jsonbus *bus, long n, size_t size, double rate, double
     return (double)(t1 - t0) / 1e9;
 }
 
+/* XPROC_OPTIONS='"key":value,...': extra bus options for every process (jsonbus_new and
+ * jsonbus_attach), e.g. '"dispatcher_spin_us":0' */
+static const char *extra_options(void) {
+    const char *e = getenv("XPROC_OPTIONS");
+    return e && *e ? e : NULL;
+}
+
+static jsonbus *new_bus(void) {
+    char o[512];
+    snprintf(o, sizeof o, "{%s}", extra_options() ? extra_options() : "");
+    jsonbus *bus = jsonbus_new(o);
+    if (bus == NULL) die("jsonbus_new", jsonbus_last_status());
+    return bus;
+}
+
 static jsonbus *attach(void) {
-    jsonbus *bus = jsonbus_attach(NAME, "{\"connect_timeout_ms\":5000}");
+    char o[512];
+    snprintf(o, sizeof o, "{\"connect_timeout_ms\":5000%s%s}", extra_options() ? "," : "",
+             extra_options() ? extra_options() : "");
+    jsonbus *bus = jsonbus_attach(NAME, o);
     if (bus == NULL) die("jsonbus_attach", jsonbus_last_status());
     return bus;
 }
 
 static jsonbus *serve(void) {
-    jsonbus *bus = jsonbus_new(NULL);
-    if (bus == NULL) die("jsonbus_new", jsonbus_last_status());
+    jsonbus *bus = new_bus();
     int32_t rc = jsonbus_serve(bus, NAME, NULL);
     if (rc != JSONBUS_OK) die("jsonbus_serve", rc);
     return bus;
@@ -254,8 +272,7 @@ static void finish(struct child *c) {
 }
 
 static void inproc(const char *variant, long n, size_t size, double rate) {
-    jsonbus *bus = jsonbus_new(NULL);
-    if (bus == NULL) die("jsonbus_new", jsonbus_last_status());
+    jsonbus *bus = new_bus();
     int lat = rate > 0;
     if (lat) {
         max_samples = n;
