@@ -1156,6 +1156,30 @@ static void part_permissions(void) {
     CHECK_EQ(dir_entries(sub, NULL, 0), 0);
     rm_tree(x);
     cases++;
+    /* a valid 64-byte name under a runtime directory whose path leaves the socket's path longer
+     * than sun_path (108 bytes): the contract allows the name; whatever the outcome, nothing
+     * may be left in the name directory */
+    {
+        char longdir[512], name64[65];
+        snprintf(longdir, sizeof longdir, "%s/a-long-runtime-directory-for-a-64-byte-name", rundir);
+        CHECK(mkdir(longdir, 0700) == 0);
+        memset(name64, 'n', 64);
+        name64[64] = '\0';
+        char **env = make_env(longdir, NULL);
+        struct peer *p = spawn_env("probe", env, name64, "probe", NULL, NULL);
+        EXPECT_IN(p, "probe ", 10000);
+        CHECK(peer_wait(p, 10000) >= 0);
+        peer_release(p);
+        free_env(env);
+        SOFT_CHECK(strcmp(line, "probe attach=JSONBUS_ERR_NO_BUS serve=JSONBUS_OK") == 0,
+                   "a 64-byte name under %s (%zu bytes): %s", longdir, strlen(longdir), line);
+        snprintf(sub, sizeof sub, "%s/jsonbus", longdir);
+        char list[1024];
+        SOFT_CHECK(dir_entries(sub, list, sizeof list) == 0, "after \"%s\" the name directory %s "
+                   "still holds:%s", line, sub, list);
+        rm_tree(longdir);
+        cases++;
+    }
     /* another user attaching to a bus of ours */
     const char *nobody = "skipped (not root)";
     if (root) {
