@@ -761,6 +761,40 @@ public:
     /// owning it: destroying this does not close it (close() does: jsonbus_shutdown).
     static Bus default_bus() { return Bus(jsonbus_default(), false); }
 
+    /// Attaches to the bus that another process of this user serves under `name`
+    /// (jsonbus_attach; Linux): every call on the returned Bus works on that shared bus, and
+    /// its callables run on this process's own dispatcher threads. `options_json`: the local
+    /// side's dispatcher_threads, queue_capacity, publish_timeout_ms, dispatcher_spin_us, and
+    /// connect_timeout_ms (1000; -1 waits for the name). Throws Error: JSONBUS_ERR_NO_BUS,
+    /// PERMISSION, LIMIT, PEER, TOPIC (malformed name), OPTIONS, UNSUPPORTED. Calls on it throw
+    /// JSONBUS_ERR_DISCONNECTED once the serving process is gone.
+    static Bus attach(std::string_view name, std::string_view options_json = {}) {
+        detail::CString n(name);
+        n.check(JSONBUS_ERR_TOPIC, "name");
+        detail::CString options(options_json);
+        options.check(JSONBUS_ERR_OPTIONS, "options_json");
+        c_bus* bus = jsonbus_attach(n.c_str(), options.c_str_or_null());
+        if (bus == nullptr) {
+            detail::throw_last(jsonbus_last_status());
+        }
+        return Bus(bus, true);
+    }
+
+    /// Serves this bus under `name` so that other processes can attach to it (jsonbus_serve;
+    /// Linux), until it is closed or destroyed. `options_json`: max_peers, peer_ring_bytes,
+    /// peer_stall_timeout_ms, allow_group. Throws Error: JSONBUS_ERR_NAME_IN_USE, PERMISSION,
+    /// TOPIC, OPTIONS, CLOSED, UNSUPPORTED.
+    void serve(std::string_view name, std::string_view options_json = {}) {
+        detail::CString n(name);
+        n.check(JSONBUS_ERR_TOPIC, "name");
+        detail::CString options(options_json);
+        options.check(JSONBUS_ERR_OPTIONS, "options_json");
+        std::int32_t rc = jsonbus_serve(bus_, n.c_str(), options.c_str_or_null());
+        if (rc != JSONBUS_OK) {
+            detail::throw_last(rc);
+        }
+    }
+
     /// Takes ownership of a bus made with jsonbus_new (not NULL, not jsonbus_default()).
     static Bus adopt(c_bus* bus) {
         if (bus == nullptr) {

@@ -643,7 +643,8 @@ impl Bus {
         }
         let (requests, requests_waiting, no_responders, late_replies) = s.requests.counts();
         #[allow(unused_mut)]
-        let (mut published, mut queued, mut peers) = (published, s.tracker.held() as u64, None);
+        let (mut published, mut queued, mut subscriptions, mut peers) =
+            (published, s.tracker.held() as u64, subscriptions, None);
         #[cfg(target_os = "linux")]
         {
             if let Some(link) = s.link() {
@@ -652,6 +653,7 @@ impl Bus {
             if let Some(hub) = s.hub().as_ref() {
                 let c = &hub.counts;
                 queued = queued.saturating_sub(c.credit.load(SeqCst) as u64);
+                subscriptions = subscriptions.saturating_sub(c.inboxes.load(SeqCst));
                 peers = Some([
                     c.peers.load(SeqCst),
                     c.gone.load(SeqCst),

@@ -148,6 +148,7 @@ impl Message {
 
     /// Marks a message not yet shared as a delivery from another process, acknowledged with
     /// `token` once it is done here.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn set_origin(message: &mut Arc<Message>, acker: Arc<dyn Acker>, token: u64) {
         match Arc::get_mut(message) {
             Some(m) => m.origin = Some((acker, token)),

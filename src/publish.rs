@@ -25,6 +25,7 @@ pub(crate) struct Wait {
     /// The flush epoch of the message whose callback publishes.
     parent: Option<Arc<Epoch>>,
     /// In an attached process: the hub's token of the delivery whose callback publishes.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     parent_token: u64,
 }
 
@@ -56,6 +57,7 @@ impl Wait {
 
     /// For a message a hub takes from an attached process: it never waits (the process had
     /// credit for it), and belongs to the epoch of the delivery whose callback published it.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn from_peer(parent: Option<Arc<Epoch>>) -> Wait {
         Wait {
             in_callback: false,
@@ -67,16 +69,19 @@ impl Wait {
     }
 
     /// Whether the publish fails at once rather than wait for room.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn never_waits(&self) -> bool {
         self.timeout_ms == 0
     }
 
     /// Until when it waits (`None`: no limit).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn until(&self) -> Option<Instant> {
         self.until
     }
 
     /// See `parent_token`.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn parent_token(&self) -> u64 {
         self.parent_token
     }

@@ -64,6 +64,10 @@ fn publish_both_ways_one_order_and_flush() {
     assert!(h.windows(2).all(|w| w[0].0 < w[1].0));
     let stats = hub.stats();
     assert_eq!(stats.peers, Some([1, 0, 0]));
+    assert_eq!(
+        stats.subscriptions, 2,
+        "the hub's own and the peer's (not its inbox)"
+    );
     assert_eq!(stats.queued, 0);
     assert_eq!(a.stats().published, 1000);
     a.close(None).unwrap();

@@ -49,7 +49,8 @@ fn options_text<'a>(options_json: *const c_char) -> Result<Option<&'a str>, Erro
 /// (up to 1024 messages, or `queue_capacity / (4 * max_peers)`) to publish without asking.
 /// The hub's `jsonbus_stats` adds `peers` (attached now), `peers_gone` (exited or
 /// disconnected, in all) and `peers_dropped` (dropped by the hub for breaking the protocol or
-/// stalling); its `delivered` counts deliveries handed to attached processes too.
+/// stalling); its `subscriptions` counts the live subscriptions of attached processes too,
+/// while deliveries to them count in their own stats' `delivered`, not in the hub's.
 ///
 /// Returns `JSONBUS_OK`, or `JSONBUS_ERR_NULL` (bus or name), `JSONBUS_ERR_TOPIC` (malformed
 /// name, with the rule), `JSONBUS_ERR_OPTIONS`, `JSONBUS_ERR_NAME_IN_USE` (a live bus serves

@@ -12,7 +12,7 @@ use crate::options::{ServeOptions, SubscribeOptions};
 use crate::publish::Wait;
 use crate::status::{Error, Status};
 use crate::subscription::end::EndReason;
-use crate::subscription::{Consumer, Delivery};
+use crate::subscription::{Consumer, Forward};
 use crate::sys::ipc::{self, Credentials, EventFd, Listener, PidFd, SeqPacket};
 use crate::sys::shm::SharedMap;
 use crate::sys::thread::{self, Thread};
@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// The peer's id of the subscription that takes its request replies (`peer::INBOX_ID`).
+const INBOX: i64 = 0;
 /// A hello must come this soon after the connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Records read from one peer before the hub looks at the others.
@@ -50,6 +52,9 @@ pub struct HubCounts {
     pub dropped: AtomicU64,
     /// Units of capacity granted to peers and not yet used: held, but by no message.
     pub credit: AtomicUsize,
+    /// Live subscriptions the hub holds for peers' request replies (one per peer): not
+    /// counted in the stats' `subscriptions`.
+    pub inboxes: AtomicU64,
 }
 
 impl Hub {
@@ -140,6 +145,9 @@ struct HubThread {
 
 struct Peer {
     socket: SeqPacket,
+    /// Why it is refused: answered once its hello has come (closing a socket with the hello
+    /// unread would reset the connection, and the answer with it).
+    refusal: Option<(Status, String)>,
     credentials: Credentials,
     pidfd: Option<PidFd>,
     since: Instant,
@@ -171,11 +179,13 @@ enum Gone {
     Stopping(String),
 }
 
-/// What the hub writes to one peer: shared by the hub thread and the dispatcher threads that
-/// forward deliveries to it.
+/// What the hub writes to one peer: shared by the hub thread and the threads whose publishes
+/// are routed to the peer's subscriptions (they write the deliveries, under the bus lock).
 pub struct Outbound {
     state: Mutex<OutState>,
     to_peer: EventFd,
+    /// Deliveries not yet acknowledged (`OutState::unacked`'s length, readable without the lock).
+    unacked: AtomicUsize,
 }
 
 struct OutState {
@@ -189,6 +199,23 @@ struct OutState {
     /// Set by a dispatcher that found the peer's ring broken.
     broken: Option<String>,
     scratch: Vec<u8>,
+}
+
+/// A hub's subscription on behalf of a peer's subscription `id`: what it routes is written
+/// straight into the peer's ring, under the bus lock, in `seq` order.
+struct PeerSubscription {
+    out: Arc<Outbound>,
+    id: i64,
+}
+
+impl Forward for PeerSubscription {
+    fn forward(&self, message: &Arc<Message>) {
+        self.out.forward(self.id, message);
+    }
+
+    fn outstanding(&self) -> usize {
+        self.out.unacked.load(SeqCst)
+    }
 }
 
 impl Outbound {
@@ -216,6 +243,7 @@ impl Outbound {
         }
         .encode(&mut body);
         s.unacked.insert(token, message.clone());
+        self.unacked.fetch_add(1, SeqCst);
         self.send(&mut s, body);
     }
 
@@ -373,20 +401,15 @@ impl HubThread {
 
     fn accept_all(&mut self) {
         while let Ok(Some(socket)) = self.listener.accept() {
-            let refuse = |socket: &SeqPacket, status: Status, message: String| {
-                let mut buf = Vec::new();
-                refusal(status, message).encode(&mut buf);
-                let _ = socket.send(&buf, &[], 100);
-            };
             let credentials = match socket.peer_credentials() {
                 Ok(c) => c,
                 Err(_) => continue,
             };
             let trusted = credentials.uid == self.me.uid
                 || (self.options.allow_group && credentials.gid == self.me.gid);
-            if !trusted {
-                refuse(
-                    &socket,
+            let admitted = self.peers.values().filter(|p| p.refusal.is_none()).count();
+            let refusal = if !trusted {
+                Some((
                     Status::Permission,
                     format!(
                         "the process {} of user {} (group {}) may not attach: only user {}{} may",
@@ -399,20 +422,18 @@ impl HubThread {
                             false => String::new(),
                         }
                     ),
-                );
-                continue;
-            }
-            if self.peers.len() >= self.options.max_peers {
-                refuse(
-                    &socket,
+                ))
+            } else if admitted >= self.options.max_peers {
+                Some((
                     Status::Limit,
                     format!(
                         "the hub serving \"{}\" has max_peers {} processes attached",
                         self.hub.name.name, self.options.max_peers
                     ),
-                );
-                continue;
-            }
+                ))
+            } else {
+                None
+            };
             let n = self.next_peer;
             self.next_peer += 1;
             if self.epoll.add(socket.fd(), token(n, 0)).is_err() {
@@ -422,6 +443,7 @@ impl HubThread {
                 n,
                 Peer {
                     socket,
+                    refusal,
                     credentials,
                     pidfd: None,
                     since: Instant::now(),
@@ -443,6 +465,11 @@ impl HubThread {
             Err(_) => return self.let_go(n, Gone::Exited),
         };
         let mut out = Vec::new();
+        if let Some((status, message)) = p.refusal.take() {
+            refusal(status, message).encode(&mut out);
+            let _ = p.socket.send(&out, &[], 100);
+            return self.let_go(n, Gone::Dropped("refused".into()));
+        }
         match version {
             Some(wire::VERSION) => {}
             v => {
@@ -482,6 +509,7 @@ impl HubThread {
                     scratch: Vec::new(),
                 }),
                 to_peer,
+                unacked: AtomicUsize::new(0),
             });
             let reader = Reader::new(
                 map.clone(),
@@ -714,7 +742,10 @@ impl HubThread {
             Up::Ack { token } => {
                 let m = live.out.state().unacked.remove(&token);
                 match m {
-                    Some(m) => self.shared.spares.recycle(m),
+                    Some(m) => {
+                        live.out.unacked.fetch_sub(1, SeqCst);
+                        self.shared.spares.recycle(m)
+                    }
                     None => {
                         return violation(format!(
                             "an acknowledgement of delivery {token}, which it does not hold"
@@ -749,6 +780,9 @@ impl HubThread {
             }
             Up::Unsubscribe { id } => {
                 if let Some(hub_id) = live.subs.remove(&id) {
+                    if id == INBOX {
+                        self.hub.counts.inboxes.fetch_sub(1, SeqCst);
+                    }
                     let _ = Bus {
                         shared: self.shared.clone(),
                     }
@@ -780,16 +814,18 @@ impl HubThread {
             let text = serde_json::json!({ "group": group }).to_string();
             options = SubscribeOptions::parse(Some(&text))?;
         }
-        let out = live.out.clone();
-        let callback = Box::new(move |d: &Delivery<'_>| {
-            out.forward(id, d.message);
-            0
+        let to = Arc::new(PeerSubscription {
+            out: live.out.clone(),
+            id,
         });
         let bus = Bus {
             shared: self.shared.clone(),
         };
-        let hub_id = bus.subscribe_with(pattern, options, Consumer::Callback(callback, None))?;
+        let hub_id = bus.subscribe_with(pattern, options, Consumer::Forward(to))?;
         live.subs.insert(id, hub_id);
+        if id == INBOX {
+            self.hub.counts.inboxes.fetch_add(1, SeqCst);
+        }
         Ok(())
     }
 
@@ -838,9 +874,13 @@ impl HubThread {
             let mut s = live.out.state();
             s.gone = true;
             s.waiting.clear();
+            live.out.unacked.store(0, SeqCst);
             s.unacked.drain().map(|(_, m)| m).collect()
         };
-        for (_, hub_id) in live.subs {
+        for (id, hub_id) in live.subs {
+            if id == INBOX {
+                self.hub.counts.inboxes.fetch_sub(1, SeqCst);
+            }
             if let Some(sub) = self.shared.known_subscription(hub_id) {
                 self.shared.end(&sub, EndReason::PeerGone);
             }

@@ -39,8 +39,8 @@ pub struct Link {
     waiters: AtomicUsize,
     disconnected: AtomicBool,
     stop: AtomicBool,
-    /// Wakes the link thread (the hub signals the same eventfd).
-    wake: EventFd,
+    /// Wakes the link thread (the hub signals the same eventfd); let go at `shutdown`.
+    wake: Mutex<Option<EventFd>>,
     thread: Mutex<Option<Thread>>,
     /// Messages published through this handle.
     pub published: AtomicU64,
@@ -229,7 +229,7 @@ pub fn attach(name: &str, options: AttachOptions) -> Result<Bus, Error> {
         waiters: AtomicUsize::new(0),
         disconnected: AtomicBool::new(false),
         stop: AtomicBool::new(false),
-        wake,
+        wake: Mutex::new(Some(wake)),
         thread: Mutex::new(None),
         published: AtomicU64::new(0),
     });
@@ -539,7 +539,9 @@ impl Link {
     /// Stops the link thread and lets go of the shared memory and the descriptors.
     pub fn shutdown(&self) {
         self.stop.store(true, SeqCst);
-        self.wake.signal();
+        if let Some(w) = self.wake().as_ref() {
+            w.signal();
+        }
         if !self.forked() {
             if let Some(t) = self.thread().take() {
                 t.join();
@@ -553,7 +555,12 @@ impl Link {
             }
         }
         self.up().take();
+        self.wake().take();
         self.changed.notify_all();
+    }
+
+    fn wake(&self) -> MutexGuard<'_, Option<EventFd>> {
+        self.wake.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn disconnect(&self, status: Status, why: String) {
@@ -611,7 +618,9 @@ impl LinkThread {
                 let _ = self.epoll.wait(&mut events, if pending { 1 } else { 20 });
             }
             self.reader.set_sleeping(false);
-            link.wake.drain();
+            if let Some(w) = link.wake().as_ref() {
+                w.drain();
+            }
             if let Some(up) = link.up().as_mut() {
                 link.write_acks(up);
             }

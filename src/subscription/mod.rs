@@ -34,6 +34,17 @@ pub enum Consumer {
     Callback(Callback, Option<EndNotice>),
     /// Threads calling `jsonbus_next`.
     Pull,
+    /// Another process: each message is handed on as it is routed, under the bus lock, and
+    /// never queued here (a hub's subscription on behalf of an attached process).
+    Forward(Arc<dyn Forward>),
+}
+
+/// Where a forwarding subscription hands its messages.
+pub trait Forward: Send + Sync {
+    /// Takes a routed message (called under the bus lock, in `seq` order; must not block).
+    fn forward(&self, message: &Arc<Message>);
+    /// Messages handed on and not yet done at the other end: its load, for group picks.
+    fn outstanding(&self) -> usize;
 }
 
 enum Taker {
@@ -41,6 +52,7 @@ enum Taker {
     /// is how an unsubscribe waits for a running callback.
     Callback(Mutex<Option<Callback>>),
     Pull(Pull),
+    Forward(Arc<dyn Forward>),
 }
 
 /// Why `next` handed out nothing.
@@ -102,6 +114,7 @@ impl Subscription {
         let (taker, notice) = match consumer {
             Consumer::Callback(cb, notice) => (Taker::Callback(Mutex::new(Some(cb))), notice),
             Consumer::Pull => (Taker::Pull(Pull::default()), None),
+            Consumer::Forward(f) => (Taker::Forward(f), None),
         };
         Subscription {
             id,
@@ -156,7 +169,10 @@ impl Subscription {
     }
 
     pub fn queued(&self) -> usize {
-        self.queued.load(SeqCst)
+        match &self.taker {
+            Taker::Forward(f) => f.outstanding(),
+            _ => self.queued.load(SeqCst),
+        }
     }
 
     /// Whether a publish may queue one more message for it without applying its policy.
@@ -202,6 +218,11 @@ impl Subscription {
                 pull.wake_one(&state);
                 false
             }
+            Taker::Forward(f) => {
+                f.forward(&message);
+                self.delivered.fetch_add(1, Relaxed);
+                false
+            }
             Taker::Callback(_) => {
                 count_in();
                 self.fifo.push(message);
@@ -238,7 +259,7 @@ impl Subscription {
             Some(m)
         };
         match &self.taker {
-            Taker::Callback(_) => take(),
+            Taker::Callback(_) | Taker::Forward(_) => take(),
             Taker::Pull(pull) => {
                 let mut state = pull.lock();
                 let m = take();
@@ -279,7 +300,7 @@ impl Subscription {
                 pull.wake_all();
                 false
             }
-            Taker::Callback(_) => {
+            Taker::Callback(_) | Taker::Forward(_) => {
                 !self.scheduled.load(SeqCst) && !self.scheduled.swap(true, SeqCst)
             }
         }
@@ -303,7 +324,7 @@ impl Subscription {
     pub fn callback(&self) -> Option<MutexGuard<'_, Option<Callback>>> {
         match &self.taker {
             Taker::Callback(cb) => Some(cb.lock().unwrap_or_else(|p| p.into_inner())),
-            Taker::Pull(_) => None,
+            Taker::Pull(_) | Taker::Forward(_) => None,
         }
     }
 
@@ -352,7 +373,7 @@ impl Subscription {
     pub fn pull_fd(&self) -> io::Result<i32> {
         match &self.taker {
             Taker::Pull(pull) => pull.fd(|| self.has_queued() || self.is_ended()),
-            Taker::Callback(_) => Err(io::Error::other("not a pull subscription")),
+            _ => Err(io::Error::other("not a pull subscription")),
         }
     }
 

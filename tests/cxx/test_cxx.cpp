@@ -18,6 +18,10 @@
 #include <utility>
 #include <vector>
 
+#ifndef _WIN32
+#include <unistd.h>
+#endif
+
 using jsonbus::Bus;
 using jsonbus::Error;
 using jsonbus::Message;
@@ -960,6 +964,58 @@ static void test_hammer() {
     CHECK_EQ(json_int(stats, "dropped"), 0);
 }
 
+// ---- a bus shared across processes (here hub and attached handle in one process) ----------
+
+static void test_shared_bus() {
+    std::string err;  // CHECK_THROWS leaves the message here
+#ifdef _WIN32
+    Bus hub;
+    CHECK_THROWS(hub.serve("cxx-hub"), JSONBUS_ERR_UNSUPPORTED);
+    CHECK_THROWS(Bus::attach("cxx-hub"), JSONBUS_ERR_UNSUPPORTED);
+#else
+    // A private name directory of our own, as the contract requires (mode 0700).
+    char dir[] = "/tmp/jsonbus-cxx-XXXXXX";
+    CHECK(mkdtemp(dir) != nullptr);
+    CHECK_EQ(setenv("XDG_RUNTIME_DIR", dir, 1), 0);
+    {
+        Bus hub;
+        hub.serve("cxx-hub", R"({"max_peers":2})");
+        CHECK_THROWS(hub.serve("cxx-hub2"), JSONBUS_ERR_NAME_IN_USE);
+        CHECK_THROWS(Bus::attach("no-such-name", R"({"connect_timeout_ms":0})"), JSONBUS_ERR_NO_BUS);
+        CHECK_THROWS(Bus::attach(".bad"), JSONBUS_ERR_TOPIC);
+        CHECK_THROWS(Bus::attach("cxx-hub", R"({"max_depth":3})"), JSONBUS_ERR_OPTIONS);
+        Bus peer = Bus::attach("cxx-hub", R"({"dispatcher_threads":2})");
+        std::atomic<int> count{0};
+        std::atomic<uint64_t> last{0};
+        std::atomic<bool> ok{true};
+        auto sub = peer.subscribe("t.>", [&](const Message& m) {
+            if (m.seq() <= last.load() || m.json() != id_json(count.load())) {
+                ok = false;
+            }
+            last = m.seq();
+            count.fetch_add(1);
+        });
+        auto echo = hub.subscribe("req", [&](const Message& m) { hub.reply(m, m.json()); });
+        for (int i = 0; i < 200; i++) {
+            hub.publish("t.a", id_json(i));
+        }
+        CHECK(hub.flush(10000));
+        CHECK_EQ(count.load(), 200);
+        CHECK(ok.load());
+        CHECK_EQ(peer.request("req", "[7]", 5000), std::string("[7]"));
+        CHECK_EQ(json_int(hub.stats(), "peers"), 1);
+        Bus second = Bus::attach("cxx-hub");
+        CHECK_THROWS(Bus::attach("cxx-hub"), JSONBUS_ERR_LIMIT);
+        second.publish("t.b", "1");
+        CHECK(second.flush(10000));
+    }
+    CHECK_EQ(unsetenv("XDG_RUNTIME_DIR"), 0);
+    std::string sub_dir = std::string(dir) + "/jsonbus";
+    CHECK_EQ(rmdir(sub_dir.c_str()), 0);  // empty: the name's files went with the hub
+    CHECK_EQ(rmdir(dir), 0);
+#endif
+}
+
 int main() {
     struct {
         const char* name;
@@ -978,6 +1034,7 @@ int main() {
         {"reentrant", test_reentrant},
         {"default_bus", test_default_bus},
         {"hammer", test_hammer},
+        {"shared_bus", test_shared_bus},
     };
     for (const auto& t : tests) {
         auto start = std::chrono::steady_clock::now();
