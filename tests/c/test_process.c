@@ -1573,7 +1573,10 @@ static void part_nothing_left(void) {
     if (fds2 != fds) print_fds();
     CHECK_MSG(threads2 == threads, "10 attach/free cycles: %d threads, %d before", threads2, threads);
     CHECK_MSG(fds2 == fds, "10 attach/free cycles: %d descriptors, %d before", fds2, fds);
-    CHECK_MSG(maps2 <= maps, "10 attach/free cycles: %d mappings, %d before", maps2, maps);
+    /* glibc may add a malloc arena (2 mappings) when a later cycle's threads find the existing
+     * ones busy; a mapping left per cycle would add 10 or more. The shared memory itself is
+     * checked exactly (memfd below). */
+    CHECK_MSG(maps2 <= maps + 4, "10 attach/free cycles: %d mappings, %d before", maps2, maps);
     CHECK_MSG(memfd == 0, "%d memfd mappings left after every handle was freed", memfd);
     CHECK_NAMEDIR_EMPTY("at the end");
     printf("    12 attach/use/free cycles: threads %d, descriptors %d, mappings %d -> %d\n", threads2,
