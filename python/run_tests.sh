@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI entry point for the Python bindings: builds a real wheel of python/ into a fresh venv,
 # runs the pytest suite against the installed package (not the source tree) and the
-# quickstart example, and prints how long it took.
+# examples, and prints how long it took.
 #
 # Environment: PYTHON (default python3); JSONBUS_LIBRARY (optional: the shared library to
 # bundle and load instead of ../target/release); JSONBUS_TEST_NO_ENSUREPIP=1 forces the
@@ -67,8 +67,13 @@ JSONBUS_EXPECT_INSTALLED=1 "$vpy" -c "import jsonbus, sys; print('jsonbus', json
 JSONBUS_EXPECT_INSTALLED=1 timeout 600 "$vpy" -m pytest -q -p no:cacheprovider \
     --import-mode=importlib --rootdir "$here" -c "$here/pyproject.toml" "$here/tests"
 
-# 4. The quickstart, as the README shows it.
+# 4. The examples: the quickstart, as the README shows it, and (Linux) a hub and a peer in two
+#    processes, with a private name directory.
 echo "== examples/quickstart.py"
 "$vpy" "$here/examples/quickstart.py"
+if [ "$(uname -s)" = Linux ]; then
+    echo "== examples/across_processes.py"
+    XDG_RUNTIME_DIR="$tmp" "$vpy" "$here/examples/across_processes.py"
+fi
 
 echo "== python bindings: all passed in $(( $(date +%s) - start )) s"

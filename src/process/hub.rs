@@ -5,6 +5,7 @@
 use super::layout::{self, Layout};
 use super::name::Name;
 use super::ring::{Reader, Violation, Writer};
+use super::spin::Spin;
 use super::wire::{self, Down, Up, Welcome};
 use crate::bus::{Bus, Shared};
 use crate::message::Message;
@@ -300,23 +301,22 @@ impl Outbound {
 
 impl HubThread {
     fn run(mut self) {
-        let spin = Duration::from_micros(self.shared.options.dispatcher_spin_us as u64);
+        let mut spin = Spin::new(Duration::from_micros(
+            self.shared.options.dispatcher_spin_us as u64,
+        ));
         let mut events = Vec::new();
+        // Whether the last look found work: work again right after it is a burst.
+        let mut worked = false;
         while !self.hub.stop.load(SeqCst) {
-            let busy = self.service_all();
-            if busy {
+            if self.service_all() {
+                if worked {
+                    spin.busy();
+                }
+                worked = true;
                 continue;
             }
-            let start = Instant::now();
-            let mut found = false;
-            while start.elapsed() < spin {
-                if self.any_data() {
-                    found = true;
-                    break;
-                }
-                std::hint::spin_loop();
-            }
-            if found {
+            worked = false;
+            if spin.wait(|| self.any_data()) {
                 continue;
             }
             self.set_sleeping(true);
@@ -330,6 +330,7 @@ impl HubThread {
             };
             let _ = self.epoll.wait(&mut events, timeout);
             self.set_sleeping(false);
+            spin.slept();
             for e in events.drain(..) {
                 self.event(e);
             }

@@ -17,4 +17,5 @@ mod layout;
 pub mod name;
 pub mod peer;
 mod ring;
+mod spin;
 mod wire;

@@ -5,6 +5,7 @@
 use super::layout::{self, Layout};
 use super::name;
 use super::ring::{Reader, Violation, Writer};
+use super::spin::Spin;
 use super::wire::{self, Down, Up, Welcome};
 use crate::bus::{closed_error, Bus, Shared};
 use crate::message::{Acker, Message};
@@ -79,7 +80,7 @@ struct LinkThread {
     /// Registered in `epoll`: readable once the hub's process has exited.
     _hub: Option<PidFd>,
     epoll: ipc::Epoll,
-    spin: Duration,
+    spin: Spin,
 }
 
 fn disconnected(message: impl Into<String>) -> Error {
@@ -241,7 +242,7 @@ pub fn attach(name: &str, options: AttachOptions) -> Result<Bus, Error> {
         socket,
         _hub: hub_pidfd,
         epoll,
-        spin,
+        spin: Spin::new(spin),
     };
     let started = thread::spawn("jsonbus-link", Box::new(move || state.run()));
     match started {
@@ -588,11 +589,17 @@ impl LinkThread {
         let mut buf = Vec::new();
         let mut events = Vec::new();
         let link = self.link.clone();
+        // Whether the last look found work: work again right after it is a burst.
+        let mut worked = false;
         while !link.stop.load(SeqCst) {
             match self.read(&mut buf) {
-                Ok(0) => {}
+                Ok(0) => worked = false,
                 Ok(_) => {
                     link.notify();
+                    if worked {
+                        self.spin.busy();
+                    }
+                    worked = true;
                     continue;
                 }
                 Err((status, why)) => {
@@ -600,16 +607,10 @@ impl LinkThread {
                     break;
                 }
             }
-            let start = Instant::now();
-            let mut found = false;
-            while start.elapsed() < self.spin {
-                if self.reader.has_data() || link.stop.load(SeqCst) {
-                    found = true;
-                    break;
-                }
-                std::hint::spin_loop();
-            }
-            if found {
+            if self
+                .spin
+                .wait(|| self.reader.has_data() || link.stop.load(SeqCst))
+            {
                 continue;
             }
             self.reader.set_sleeping(true);
@@ -618,6 +619,7 @@ impl LinkThread {
                 let _ = self.epoll.wait(&mut events, if pending { 1 } else { 20 });
             }
             self.reader.set_sleeping(false);
+            self.spin.slept();
             if let Some(w) = link.wake().as_ref() {
                 w.drain();
             }
