@@ -69,6 +69,9 @@ pub struct Shared {
     /// Set (under `hub`'s lock) by a close: no serving any more.
     #[cfg(target_os = "linux")]
     serving_ended: AtomicBool,
+    /// A bus that has served: its hub's figures, kept after the close for the stats.
+    #[cfg(target_os = "linux")]
+    served: std::sync::OnceLock<Arc<crate::process::hub::HubCounts>>,
 }
 
 /// What publishes, subscribes and unsubscribes change together, under one lock: so the
@@ -176,6 +179,8 @@ impl Bus {
             hub: Mutex::new(None),
             #[cfg(target_os = "linux")]
             serving_ended: AtomicBool::new(false),
+            #[cfg(target_os = "linux")]
+            served: std::sync::OnceLock::new(),
         });
         for i in 0..threads {
             let s = shared.clone();
@@ -236,7 +241,9 @@ impl Bus {
                 ),
             ));
         }
-        *hub = Some(crate::process::hub::Hub::serve(self, name, options)?);
+        let serving = crate::process::hub::Hub::serve(self, name, options)?;
+        let _ = s.served.set(serving.counts.clone());
+        *hub = Some(serving);
         Ok(())
     }
 
@@ -616,6 +623,18 @@ impl Bus {
         }
     }
 
+    /// `Disconnected` for an attached handle used in a child made by `fork` after the attach:
+    /// none of its calls may run there (its threads are the parent's).
+    pub fn check_process(&self) -> Result<(), Error> {
+        #[cfg(target_os = "linux")]
+        if let Some(link) = self.shared.link() {
+            if link.forked() {
+                return link.check();
+            }
+        }
+        Ok(())
+    }
+
     /// `Closed` (with `what` in the message) once a close has started.
     pub fn check_open(&self, what: &str) -> Result<(), Error> {
         match self.is_closed() {
@@ -650,8 +669,7 @@ impl Bus {
             if let Some(link) = s.link() {
                 published = link.published.load(Relaxed);
             }
-            if let Some(hub) = s.hub().as_ref() {
-                let c = &hub.counts;
+            if let Some(c) = s.served.get() {
                 queued = queued.saturating_sub(c.credit.load(SeqCst) as u64);
                 subscriptions = subscriptions.saturating_sub(c.inboxes.load(SeqCst));
                 peers = Some([

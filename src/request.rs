@@ -190,13 +190,6 @@ impl Requests {
         &self.prefix
     }
 
-    /// Counts a request that an attached process's hub found no responder for.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    pub(crate) fn count_no_responders(&self) {
-        self.no_responders.fetch_add(1, Relaxed);
-    }
-
-    /// Takes every waiting request (their hub is gone), still taking new ones.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn take_waiting(&self) -> Vec<Waiter> {
         self.table().waiting.drain().map(|(_, w)| w).collect()

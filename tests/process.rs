@@ -148,6 +148,35 @@ fn requests_across_and_no_responders() {
         .request("nobody", b"1", Some(Duration::from_secs(5)))
         .unwrap_err();
     assert_eq!(e.status, Status::NoResponders, "{}", e.message);
+    // As on a bus of one's own: NO_RESPONDERS from the call, and the callback never runs.
+    let called = Arc::new(AtomicU64::new(0));
+    let c = called.clone();
+    let e = a
+        .request_async(
+            "nobody",
+            b"1",
+            Some(Duration::from_secs(5)),
+            Box::new(move |_| {
+                c.fetch_add(1, SeqCst);
+            }),
+        )
+        .unwrap_err();
+    assert_eq!(e.status, Status::NoResponders, "{}", e.message);
+    let (tx, rx) = std::sync::mpsc::channel();
+    a.request_async(
+        "echo",
+        b"[5]",
+        Some(Duration::from_secs(5)),
+        Box::new(move |r| {
+            let _ = tx.send(r.map(|m| m.json().to_vec()));
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap(),
+        b"[5]"
+    );
+    assert_eq!(called.load(SeqCst), 0);
     a.close(None).unwrap();
     hub.close(None).unwrap();
 }
@@ -245,6 +274,73 @@ fn a_peer_that_exits_while_the_hub_is_held_up_still_has_every_publish_delivered(
     assert_eq!(got.load(SeqCst), 3000);
     assert_eq!(hub.stats().peers, Some([0, 1, 0]));
     hub.flush(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(hub.stats().queued, 0);
+    hub.close(None).unwrap();
+}
+
+#[test]
+fn a_peer_the_hub_drops_for_a_stall_learns_it_even_while_its_link_waits_for_a_block_subscription() {
+    private_dir();
+    let hub = Bus::new(Options::default()).unwrap();
+    hub.serve(
+        "rs-stall",
+        ServeOptions::parse(Some(
+            r#"{"peer_stall_timeout_ms":100,"peer_ring_bytes":65536}"#,
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let a = peer::attach("rs-stall", AttachOptions::parse(None).unwrap()).unwrap();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = Mutex::new(held);
+    let options = SubscribeOptions::parse(Some(r#"{"queue_limit":1,"on_full":"block"}"#)).unwrap();
+    a.subscribe_with(
+        "s",
+        options,
+        Consumer::Callback(
+            Box::new(move |_| {
+                let _ = held.lock().unwrap().recv_timeout(Duration::from_secs(10));
+                0
+            }),
+            None,
+        ),
+    )
+    .unwrap();
+    let big = format!("\"{}\"", "x".repeat(1000));
+    for _ in 0..100 {
+        hub.publish("s", big.as_bytes()).unwrap();
+    }
+    let mut dropped = false;
+    for _ in 0..300 {
+        if hub.stats().peers.is_some_and(|p| p[2] == 1) {
+            dropped = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        dropped,
+        "the hub dropped the stalled peer: {:?}",
+        hub.stats().peers
+    );
+    let mut refused = None;
+    for _ in 0..100 {
+        match a.publish("after", b"1") {
+            Ok(_) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let e = refused.expect("publishes are refused once the hub let the peer go");
+    assert_eq!(e.status, Status::Disconnected, "{}", e.message);
+    assert!(e.message.contains("peer_stall_timeout_ms"), "{}", e.message);
+    let e = a.flush(Some(Duration::from_secs(1))).unwrap_err();
+    assert_eq!(e.status, Status::Disconnected);
+    drop(release);
+    a.close(Some(Duration::from_secs(5))).ok();
+    hub.flush(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(hub.stats().queued, 0);
     hub.close(None).unwrap();
 }

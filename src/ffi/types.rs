@@ -315,7 +315,10 @@ pub(crate) fn handle<'a>(bus: *const jsonbus) -> Result<Handle<'a>, Error> {
     // the header makes using a freed handle undefined, like `free`.
     let h = unsafe { bus.as_ref() }.ok_or_else(|| Error::new(Status::Null, "bus is NULL"))?;
     Ok(match &h.target {
-        Target::Own(b) => Handle::Own(b),
+        Target::Own(b) => {
+            b.check_process()?;
+            Handle::Own(b)
+        }
         Target::Default => Handle::Default,
     })
 }

@@ -30,6 +30,9 @@ const INBOX: i64 = 0;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the ring of a process that exited (or was dropped for a stall) is still read.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long it is read at least: a publish that passed its process's check just before the
+/// hub let it go lands within this.
+const GRACE: Duration = Duration::from_millis(50);
 /// Records read from one peer before the hub looks at the others.
 const BATCH: usize = 256;
 /// Subscriptions one attached process may hold at the hub.
@@ -41,7 +44,8 @@ pub struct Hub {
     stop: AtomicBool,
     wake: EventFd,
     thread: Mutex<Option<Thread>>,
-    pub counts: HubCounts,
+    /// Kept by the bus after the hub stops, for its stats.
+    pub counts: Arc<HubCounts>,
 }
 
 /// The hub's figures for the stats.
@@ -84,7 +88,7 @@ impl Hub {
             stop: AtomicBool::new(false),
             wake,
             thread: Mutex::new(None),
-            counts: HubCounts::default(),
+            counts: Arc::default(),
         });
         let shared = bus.shared.clone();
         let window = (shared.options.queue_capacity / (4 * options.max_peers)).clamp(1, 1024);
@@ -417,7 +421,12 @@ impl HubThread {
             };
             let trusted = credentials.uid == self.me.uid
                 || (self.options.allow_group && credentials.gid == self.me.gid);
-            let admitted = self.peers.values().filter(|p| p.refusal.is_none()).count();
+            // A peer that has gone no longer counts, though its ring is still being read.
+            let admitted = self
+                .peers
+                .values()
+                .filter(|p| p.refusal.is_none() && !p.live.as_ref().is_some_and(|l| l.exited))
+                .count();
             let refusal = if !trusted {
                 Some((
                     Status::Permission,
@@ -612,8 +621,9 @@ impl HubThread {
                 false => Ok(false),
             };
         };
-        if live.exited && live.parked.is_none() && !live.reader.has_data()
-            || live.exited_at.is_some_and(|t| t.elapsed() > DRAIN_TIMEOUT)
+        let since_exit = live.exited_at.map_or(Duration::ZERO, |t| t.elapsed());
+        if live.exited && live.parked.is_none() && !live.reader.has_data() && since_exit >= GRACE
+            || since_exit > DRAIN_TIMEOUT
         {
             return Err(Gone::Exited);
         }
@@ -674,7 +684,7 @@ impl HubThread {
                     live.exited_at = Some(Instant::now());
                     live.dropped = Some(why);
                     live.stalled = None;
-                    Self::release(&self.shared, &self.hub, live);
+                    Self::release(&self.shared, &self.hub, live, true);
                     self.flushes.retain(|f| f.1 != n);
                     return Ok(busy);
                 }
@@ -758,9 +768,13 @@ impl HubThread {
                     Ok(published) => {
                         live.used += 1;
                         self.hub.counts.credit.fetch_sub(1, SeqCst);
-                        if !reply.is_empty() && !published.routed {
+                        if !reply.is_empty() {
                             let mut body = Vec::new();
-                            Down::NoResponders { reply }.encode(&mut body);
+                            Down::Routed {
+                                reply,
+                                routed: published.routed,
+                            }
+                            .encode(&mut body);
                             let mut s = live.out.state();
                             live.out.send(&mut s, body);
                         }
@@ -909,13 +923,20 @@ impl HubThread {
         if let Some(pidfd) = &p.pidfd {
             let _ = self.epoll.remove(pidfd.fd());
         }
-        Self::release(&self.shared, &self.hub, live);
+        Self::release(&self.shared, &self.hub, live, false);
         self.flushes.retain(|f| f.1 != n);
     }
 
     /// Ends a peer's subscriptions (`PeerGone`) and drops the deliveries it had not
-    /// acknowledged (counted as dropped).
-    fn release(shared: &Shared, hub: &Hub, live: &mut Live) {
+    /// acknowledged (counted as dropped); from now on it counts as gone, or as `dropped`.
+    fn release(shared: &Shared, hub: &Hub, live: &mut Live, dropped: bool) {
+        hub.counts.peers.fetch_sub(1, SeqCst);
+        match dropped {
+            true => hub.counts.dropped.fetch_add(1, SeqCst),
+            false => hub.counts.gone.fetch_add(1, SeqCst),
+        };
+        live.layout.let_go();
+        live.out.to_peer.signal();
         let held: Vec<Arc<Message>> = {
             let mut s = live.out.state();
             s.gone = true;
@@ -962,7 +983,12 @@ impl HubThread {
         };
         let _ = self.epoll.remove(live.to_hub.fd());
         if !live.exited {
-            Self::release(&self.shared, &self.hub, &mut live);
+            Self::release(
+                &self.shared,
+                &self.hub,
+                &mut live,
+                matches!(why, Gone::Dropped(_)),
+            );
         }
         let unused = (live.granted - live.used) as usize;
         let unused = unused - usize::from(matches!(live.parked, Some((_, true))));
@@ -970,11 +996,6 @@ impl HubThread {
             self.shared.tracker.release();
         }
         self.hub.counts.credit.fetch_sub(unused, SeqCst);
-        self.hub.counts.peers.fetch_sub(1, SeqCst);
-        match why {
-            Gone::Exited | Gone::Stopping(_) => self.hub.counts.gone.fetch_add(1, SeqCst),
-            Gone::Dropped(_) => self.hub.counts.dropped.fetch_add(1, SeqCst),
-        };
     }
 }
 

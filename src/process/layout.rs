@@ -1,5 +1,6 @@
 //! What one peer's shared memory holds, and where: a header (a magic word, the protocol
-//! version, the credit the hub has granted, the peer's wish for more), the control blocks of
+//! version, the credit the hub has granted, the peer's wish for more, whether the hub has let
+//! the peer go), the control blocks of
 //! the two rings, then the peer-to-hub ring and the hub-to-peer ring.
 
 use super::ring::{Place, CONTROL_BYTES};
@@ -15,6 +16,8 @@ const VERSION_AT: usize = 8;
 const GRANTED_AT: usize = 64;
 /// Written by the peer only: non-zero while a publisher waits for credit.
 const WANTS_CREDIT_AT: usize = 128;
+/// Written by the hub only: non-zero once it has let the peer go (then the peer stops).
+const LET_GO_AT: usize = 192;
 const UP_CONTROL: usize = 1024;
 const DOWN_CONTROL: usize = UP_CONTROL + CONTROL_BYTES;
 
@@ -84,5 +87,15 @@ impl Layout {
 
     pub fn peer_wants_credit(&self) -> bool {
         self.map.atomic_u32(WANTS_CREDIT_AT).load(SeqCst) != 0
+    }
+
+    /// The hub: says that it has let the peer go (dropped it, or stopped serving).
+    pub fn let_go(&self) {
+        self.map.atomic_u32(LET_GO_AT).store(1, SeqCst);
+    }
+
+    /// The peer: whether the hub has let it go.
+    pub fn is_let_go(&self) -> bool {
+        self.map.atomic_u32(LET_GO_AT).load(SeqCst) != 0
     }
 }

@@ -106,8 +106,9 @@ impl Drop for Name {
     }
 }
 
-/// The lock of `path` if no live process holds it. A lock taken on a file that another process
-/// has meanwhile removed (while giving the name back) is worthless: then it tries again.
+/// The lock of `path` if no live process holds it (one that holds it for 10 ms is taken to be
+/// a live hub). A lock taken on a file that another process has meanwhile removed (while
+/// giving the name back) is worthless: then it tries again.
 fn hold(path: &std::path::Path) -> Result<Option<FileLock>, Error> {
     let io = |e: std::io::Error| {
         Error::new(
@@ -115,9 +116,16 @@ fn hold(path: &std::path::Path) -> Result<Option<FileLock>, Error> {
             format!("cannot lock {}: {e}", path.display()),
         )
     };
+    let mut held_elsewhere = 0;
     for _ in 0..100 {
         let Some(lock) = FileLock::try_lock(path).map_err(io)? else {
-            return Ok(None);
+            // A peer cleaning up after a dead hub holds it for a moment: look again briefly.
+            held_elsewhere += 1;
+            if held_elsewhere > 10 {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            continue;
         };
         let held = lock.metadata().map_err(io)?;
         match std::fs::metadata(path) {

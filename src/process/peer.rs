@@ -69,6 +69,8 @@ struct State {
     next: u64,
     flushed: HashSet<u64>,
     subscribed: HashMap<u64, (i32, String)>,
+    /// The hub's word on requests published here: whether each matched anything.
+    routed: HashMap<String, bool>,
 }
 
 /// What the link thread owns.
@@ -79,6 +81,8 @@ struct LinkThread {
     socket: SeqPacket,
     /// Registered in `epoll`: readable once the hub's process has exited.
     _hub: Option<PidFd>,
+    /// The header, for the hub's word that it has let this process go.
+    layout: Layout,
     epoll: ipc::Epoll,
     spin: Spin,
 }
@@ -238,9 +242,10 @@ pub fn attach(name: &str, options: AttachOptions) -> Result<Bus, Error> {
     let state = LinkThread {
         shared: bus.shared.clone(),
         link: link.clone(),
-        reader: Reader::new(map, layout::down(ring), max_message),
+        reader: Reader::new(map.clone(), layout::down(ring), max_message),
         socket,
         _hub: hub_pidfd,
+        layout: Layout::new(map.clone(), ring),
         epoll,
         spin: Spin::new(spin),
     };
@@ -445,10 +450,22 @@ impl Link {
         shared.tracker.release();
         written?;
         self.published.fetch_add(1, SeqCst);
-        Ok(Published {
-            seq: 0,
-            routed: true,
-        })
+        let Some(reply) = message.reply_to() else {
+            return Ok(Published {
+                seq: 0,
+                routed: true,
+            });
+        };
+        // A request: whether it has a responder is known once the hub has routed it.
+        let mut s = self.state();
+        loop {
+            if let Some(routed) = s.routed.remove(reply) {
+                return Ok(Published { seq: 0, routed });
+            }
+            drop(s);
+            self.check()?;
+            s = self.wait_a_moment(self.state(), None);
+        }
     }
 
     /// Registers local subscription `id` at the hub and waits for its answer.
@@ -592,6 +609,22 @@ impl LinkThread {
         // Whether the last look found work: work again right after it is a burst.
         let mut worked = false;
         while !link.stop.load(SeqCst) {
+            if self.layout.is_let_go() {
+                let _ = self.read(&mut buf);
+                // Its goodbye on the socket says why.
+                let mut b = [0u8; 1024];
+                let why = match self.socket.recv(&mut b, 100) {
+                    Ok(Some((n, _))) => Welcome::decode(&b[..n]).map(|w| w.message),
+                    _ => None,
+                };
+                let why = why.unwrap_or_else(|| "it gave no reason".into());
+                self.lost(
+                    Status::Disconnected,
+                    format!("the hub dropped this process: {why}"),
+                    false,
+                );
+                break;
+            }
             match self.read(&mut buf) {
                 Ok(0) => worked = false,
                 Ok(_) => {
@@ -603,7 +636,7 @@ impl LinkThread {
                     continue;
                 }
                 Err((status, why)) => {
-                    self.lost(status, why);
+                    self.lost(status, why, false);
                     break;
                 }
             }
@@ -634,37 +667,46 @@ impl LinkThread {
                         let mut b = [0u8; 1024];
                         match self.socket.recv(&mut b, 0) {
                             Ok(None) => {}
+                            // A goodbye: why the hub let this process go (it explains the
+                            // hang-up that follows).
                             Ok(Some((n, _))) => {
                                 gone = Some(match Welcome::decode(&b[..n]) {
                                     Some(w) => (
                                         Status::Disconnected,
                                         format!("the hub dropped this process: {}", w.message),
+                                        false,
                                     ),
                                     None => (
                                         Status::Peer,
                                         "the hub sent a control message after the hand-shake"
                                             .to_string(),
+                                        false,
                                     ),
                                 })
                             }
-                            Err(_) => {
-                                gone = Some((
-                                    Status::Disconnected,
-                                    "the hub closed the connection".to_string(),
-                                ))
-                            }
+                            Err(_) if gone.is_none() => gone = Some((
+                                Status::Disconnected,
+                                "the hub closed the connection without a word (its process died)"
+                                    .to_string(),
+                                true,
+                            )),
+                            Err(_) => {}
                         }
                     }
-                    2 => {
-                        gone = Some((Status::Disconnected, "the hub's process exited".to_string()))
+                    2 if gone.is_none() => {
+                        gone = Some((
+                            Status::Disconnected,
+                            "the hub's process exited".to_string(),
+                            true,
+                        ))
                     }
                     _ => {}
                 }
             }
-            if let Some((status, why)) = gone {
+            if let Some((status, why, died)) = gone {
                 // What the hub wrote before it went is still delivered.
                 let _ = self.read(&mut buf);
-                self.lost(status, why);
+                self.lost(status, why, died);
                 break;
             }
         }
@@ -721,11 +763,9 @@ impl LinkThread {
                         .insert(request, (status, message.to_string()));
                     self.link.changed.notify_all();
                 }
-                Down::NoResponders { reply } => {
-                    if let Claim::Ours(waiter) = self.shared.requests.claim(reply) {
-                        self.shared.requests.count_no_responders();
-                        self.shared.answer(waiter, Err(Status::NoResponders));
-                    }
+                Down::Routed { reply, routed } => {
+                    self.link.state().routed.insert(reply.to_string(), routed);
+                    self.link.changed.notify_all();
                 }
             }
         }
@@ -778,8 +818,10 @@ impl LinkThread {
                 }
             }
             Some(sub) => {
-                if sub.blocks_now() {
-                    let _ = s.tracker.wait_until(None, || {
+                // Waits in slices, so that a hub that lets this process go meanwhile is seen.
+                while sub.blocks_now() && !self.link.stop.load(SeqCst) && !self.layout.is_let_go() {
+                    let until = Instant::now() + Duration::from_millis(10);
+                    let _ = s.tracker.wait_until(Some(until), || {
                         sub.has_room() || sub.is_ended() || self.link.stop.load(SeqCst)
                     });
                 }
@@ -790,12 +832,15 @@ impl LinkThread {
 
     /// The hub is gone: calls fail from now on; the local subscriptions end once what they
     /// have received is delivered.
-    fn lost(&self, status: Status, why: String) {
+    fn lost(&self, status: Status, why: String, died: bool) {
         self.link.disconnect(status, why);
         for waiter in self.shared.requests.take_waiting() {
             self.shared.answer(waiter, Err(Status::Disconnected));
         }
-        name::clean_up(&self.link.name);
+        if died {
+            // Nobody else would remove what a dead hub left in the name directory.
+            name::clean_up(&self.link.name);
+        }
         let subs = self.shared.live_subscriptions();
         for sub in subs {
             while !sub.is_pull()

@@ -57,9 +57,11 @@ pub enum Down<'a> {
         status: i32,
         message: &'a str,
     },
-    /// A request published from this process matched no subscription.
-    NoResponders {
+    /// Whether a request this process published (its reply topic `reply`) matched any
+    /// subscription: its publish call waits for this.
+    Routed {
         reply: &'a str,
+        routed: bool,
     },
 }
 
@@ -71,7 +73,7 @@ const UNSUBSCRIBE: u8 = 5;
 const DELIVER: u8 = 16;
 const FLUSHED: u8 = 17;
 const SUBSCRIBED: u8 = 18;
-const NO_RESPONDERS: u8 = 19;
+const ROUTED: u8 = 19;
 
 /// Appends to a record being built.
 struct Out<'a>(&'a mut Vec<u8>);
@@ -254,8 +256,9 @@ impl Down<'_> {
                 o.u16(len16(message))
                     .bytes(&message.as_bytes()[..len16(message) as usize]);
             }
-            Down::NoResponders { reply } => {
-                o.u8(NO_RESPONDERS)
+            Down::Routed { reply, routed } => {
+                o.u8(ROUTED)
+                    .u8(routed as u8)
                     .u16(len16(reply))
                     .bytes(reply.as_bytes());
             }
@@ -289,9 +292,17 @@ impl Down<'_> {
                     message: i.str(n)?,
                 }
             }
-            NO_RESPONDERS => {
+            ROUTED => {
+                let routed = match i.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                };
                 let n = i.u16()? as usize;
-                Down::NoResponders { reply: i.str(n)? }
+                Down::Routed {
+                    reply: i.str(n)?,
+                    routed,
+                }
             }
             _ => return None,
         };
@@ -411,8 +422,9 @@ mod tests {
                 status: -4,
                 message: "bad",
             },
-            Down::NoResponders {
+            Down::Routed {
                 reply: "_INBOX.a.2",
+                routed: false,
             },
         ];
         for down in &downs {
