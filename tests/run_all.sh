@@ -27,7 +27,9 @@ echo "== the README's examples, run as they stand (tests/readme_blocks.py)"
 python3 tests/readme_blocks.py
 echo "== the Python package: a wheel from pip install ./python, pytest against it (python/run_tests.sh)"
 python/run_tests.sh
-echo "== sanitizers: ASan+UBSan build and ctest, valgrind memcheck (tests/sanitizers.sh --quick)"
+echo "== sanitizers: ASan+UBSan build and ctest, valgrind memcheck, TSan on the process tests (tests/sanitizers.sh --quick)"
+# ThreadSanitizer instruments the library with -Zbuild-std, which needs the standard library's source
+if command -v rustup >/dev/null; then rustup component add rust-src >/dev/null 2>&1 || true; fi
 tests/sanitizers.sh --quick
-echo "== fuzz smoke: each of the four fuzz targets for a few seconds (fuzz/smoke.sh)"
+echo "== fuzz smoke: each of the fuzz targets for a few seconds (fuzz/smoke.sh)"
 SMOKE_SECONDS=${SMOKE_SECONDS:-5} fuzz/smoke.sh

@@ -5,7 +5,9 @@
 #   tests/sanitizers.sh --quick   what CI runs (a few minutes): AddressSanitizer +
 #                                 UndefinedBehaviorSanitizer build of every C program and its
 #                                 ctest run (with a check that the runtime is really linked and
-#                                 really stops at a report), valgrind memcheck on fast C tests.
+#                                 really stops at a report), valgrind memcheck on fast C tests,
+#                                 and ThreadSanitizer on the tests of buses shared across
+#                                 processes (test_process, test_process_unload).
 #   tests/sanitizers.sh           full: the above, every C test and example under valgrind, a
 #                                 60 s soak (under ASan) and 1,000 dlopen cycles (also with host
 #                                 threads that end after the dlclose), and ThreadSanitizer.
@@ -108,31 +110,38 @@ else
   "$DIR/asan/tests/soak/soak" 60 || fail "soak under ASan+UBSan"
   "$DIR/plain/tests/soak/soak" 60 || fail "soak"
 
-  # ---- ThreadSanitizer ----------------------------------------------------------------------
-  step "ThreadSanitizer: libjsonbus instrumented (-Zsanitizer=thread -Zbuild-std), C programs -fsanitize=thread"
-  SYSROOT=$(rustc --print sysroot)
-  TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
-  if [ ! -d "$SYSROOT/lib/rustlib/src/rust/library" ]; then
-    echo "TSan skipped: the rust-src component is missing (rustup component add rust-src);"
-    echo "a TSan run of the C side alone would see none of the library's synchronisation and"
-    echo "report every hand-over of user_data between a callback and its subscriber as a race."
-    [ "${JSONBUS_SAN_REQUIRE_TSAN:-0}" = 1 ] && fail "TSan: rust-src missing"
-  elif ! RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=thread" \
-         cargo build --release -Zbuild-std --target "$TRIPLE" --target-dir "$DIR/tsan-target" \
-         >"$DIR/tsan-cargo.log" 2>&1; then
-    tail -20 "$DIR/tsan-cargo.log"
-    fail "TSan: cargo -Zbuild-std build of libjsonbus"
-  elif configure_build "$DIR/tsan" -DJSONBUS_SANITIZE=thread \
-         -DJSONBUS_PREBUILT_DIR="$DIR/tsan-target/$TRIPLE/release"; then
-    # TSan reports make a program exit 66; the soak runs 20 s
-    TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1} \
-      ctest --test-dir "$DIR/tsan" --output-on-failure -j"$JOBS" "${EXCLUDE[@]}" -E '^soak$' ||
-      fail "ctest under TSan"
+fi
+
+# ---- ThreadSanitizer ----------------------------------------------------------------------
+# Quick mode: the tests of buses shared across processes (their threads and shared memory are
+# the newest synchronisation); full mode: every C and C++ test.
+TSAN_SELECT=()
+[ "$MODE" = quick ] && TSAN_SELECT=(-L process)
+step "ThreadSanitizer: libjsonbus instrumented (-Zsanitizer=thread -Zbuild-std), C programs -fsanitize=thread ${TSAN_SELECT[*]}"
+SYSROOT=$(rustc --print sysroot)
+TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
+if [ ! -d "$SYSROOT/lib/rustlib/src/rust/library" ]; then
+  echo "TSan skipped: the rust-src component is missing (rustup component add rust-src);"
+  echo "a TSan run of the C side alone would see none of the library's synchronisation and"
+  echo "report every hand-over of user_data between a callback and its subscriber as a race."
+  [ "${JSONBUS_SAN_REQUIRE_TSAN:-0}" = 1 ] && fail "TSan: rust-src missing"
+elif ! RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=thread" \
+       cargo build --release -Zbuild-std --target "$TRIPLE" --target-dir "$DIR/tsan-target" \
+       >"$DIR/tsan-cargo.log" 2>&1; then
+  tail -20 "$DIR/tsan-cargo.log"
+  fail "TSan: cargo -Zbuild-std build of libjsonbus"
+elif configure_build "$DIR/tsan" -DJSONBUS_SANITIZE=thread \
+       -DJSONBUS_PREBUILT_DIR="$DIR/tsan-target/$TRIPLE/release"; then
+  # TSan reports make a program exit 66; the soak runs 20 s
+  TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1} \
+    ctest --test-dir "$DIR/tsan" --output-on-failure -j"$JOBS" "${EXCLUDE[@]}" "${TSAN_SELECT[@]}" -E '^soak$' ||
+    fail "ctest under TSan"
+  if [ "$MODE" = full ]; then
     TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1} "$DIR/tsan/tests/soak/soak" 20 ||
       fail "soak under TSan"
-  else
-    fail "TSan build of the C programs"
   fi
+else
+  fail "TSan build of the C programs"
 fi
 
 echo
