@@ -567,8 +567,10 @@ int32_t push_json(const char *json);
  *   process's two rings; a message larger than half a ring travels in fragments;
  * - `peer_stall_timeout_ms` (-1, -1-2147483647): -1: a process that takes no deliveries is a
  *   slow subscriber (what is sent to it stays held and counts against `queue_capacity`);
- *   n >= 0: after n ms with deliveries waiting and none taken it is dropped: its
- *   subscriptions end (`JSONBUS_END_PEER_GONE`) and it gets `JSONBUS_ERR_DISCONNECTED`;
+ *   n >= 0: a process whose ring stays full for n ms, or that has not finished a delivery
+ *   (its callback returned, or its pulled message released) within n ms, is dropped: its
+ *   subscriptions end (`JSONBUS_END_PEER_GONE`), it gets `JSONBUS_ERR_DISCONNECTED`, and what
+ *   it had published before is still delivered;
  * - `allow_group` (0, 0-1): 1 also lets processes of the hub's group attach.
  *
  * What the hub decides for everyone: `max_message_bytes` and `max_depth` (the bus's own);

@@ -515,16 +515,24 @@ impl Bus {
                     ));
                 }
             }
-            // A hub disconnects every attached process first.
-            let hub = {
-                let mut hub = s.hub();
-                s.serving_ended.store(true, SeqCst);
-                hub.take()
-            };
-            if let Some(hub) = hub {
-                hub.stop();
-            }
         }
+        // A hub stops serving: at once when freeing; otherwise once what it delivered to
+        // attached processes is done there, or the time is up (below).
+        #[cfg(target_os = "linux")]
+        let hub = {
+            let mut hub = s.hub();
+            s.serving_ended.store(true, SeqCst);
+            let hub = hub.take();
+            match freeing {
+                true => {
+                    if let Some(h) = hub {
+                        h.stop();
+                    }
+                    None
+                }
+                false => hub,
+            }
+        };
         let pulls: Vec<(Arc<Subscription>, bool)> = {
             let mut core = s.core();
             core.closed = true;
@@ -564,14 +572,24 @@ impl Bus {
             }
         }
         // Freeing: what is held beyond the messages handed out to pullers.
+        // A hub's credit to attached processes is held, but by no message.
+        #[cfg(target_os = "linux")]
+        let credit = || s.served.get().map_or(0, |c| c.credit.load(SeqCst));
+        #[cfg(not(target_os = "linux"))]
+        let credit = || 0;
         let waited_for = || match freeing {
             true => s.tracker.held().saturating_sub(s.outstanding.load(SeqCst)),
-            false => s.tracker.held(),
+            false => s.tracker.held().saturating_sub(credit()),
         };
-        if !s
+        let in_time = s
             .tracker
-            .wait_until(deadline(timeout), || waited_for() == 0)
-        {
+            .wait_until(deadline(timeout), || waited_for() == 0);
+        // Every attached process is disconnected now; what was not done there is discarded.
+        #[cfg(target_os = "linux")]
+        if let Some(h) = hub {
+            h.stop();
+        }
+        if !in_time {
             s.discarding.store(true, SeqCst);
             let subs: Vec<Arc<Subscription>> = s.known().values().cloned().collect();
             for sub in subs {
@@ -738,6 +756,16 @@ impl Shared {
     #[cfg(target_os = "linux")]
     pub(crate) fn count_dropped_delivery(&self) {
         self.count(Outcome::Dropped);
+    }
+
+    /// Counts a delivery a close discarded (to an attached process that had not finished it
+    /// when the time was up): the close reports TIMEOUT, and a flush waiting for it CLOSED.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn count_discarded_delivery(&self, epoch: Option<&Arc<Epoch>>) {
+        if let Some(e) = epoch {
+            self.tracker.lost(e.gen);
+        }
+        self.count(Outcome::Discarded);
     }
 
     /// Ends `sub` for `reason`, leaving what it has queued: a pull subscription hands it out

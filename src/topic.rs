@@ -5,6 +5,10 @@ use crate::status::{Error, Status};
 /// Longest topic or pattern, in bytes.
 pub const MAX_TOPIC_BYTES: usize = 256;
 
+/// The rule for the names buses are served under (`jsonbus_serve`, `jsonbus_attach`).
+pub const BUS_NAME_RULE: &str =
+    "a name is 1-64 bytes of A-Z, a-z, 0-9, '.', '_' and '-', not starting with '.'";
+
 /// What a string is used as: a topic to publish on, or a subscription pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

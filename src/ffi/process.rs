@@ -39,8 +39,10 @@ fn options_text<'a>(options_json: *const c_char) -> Result<Option<&'a str>, Erro
 ///   process's two rings; a message larger than half a ring travels in fragments;
 /// - `peer_stall_timeout_ms` (-1, -1-2147483647): -1: a process that takes no deliveries is a
 ///   slow subscriber (what is sent to it stays held and counts against `queue_capacity`);
-///   n >= 0: after n ms with deliveries waiting and none taken it is dropped: its
-///   subscriptions end (`JSONBUS_END_PEER_GONE`) and it gets `JSONBUS_ERR_DISCONNECTED`;
+///   n >= 0: a process whose ring stays full for n ms, or that has not finished a delivery
+///   (its callback returned, or its pulled message released) within n ms, is dropped: its
+///   subscriptions end (`JSONBUS_END_PEER_GONE`), it gets `JSONBUS_ERR_DISCONNECTED`, and what
+///   it had published before is still delivered;
 /// - `allow_group` (0, 0-1): 1 also lets processes of the hub's group attach.
 ///
 /// What the hub decides for everyone: `max_message_bytes` and `max_depth` (the bus's own);
@@ -71,7 +73,11 @@ pub extern "C" fn jsonbus_serve(
                 Status::Null => e,
                 _ => Error::new(
                     Status::Topic,
-                    format!("the bus name is not valid UTF-8: {}", e.message),
+                    format!(
+                        "the bus name is not valid UTF-8 ({}); {}",
+                        e.message,
+                        crate::topic::BUS_NAME_RULE
+                    ),
                 ),
             })?;
             let options = ServeOptions::parse(options_text(options_json)?)?;
@@ -159,7 +165,11 @@ pub extern "C" fn jsonbus_attach(name: *const c_char, options_json: *const c_cha
                 Status::Null => e,
                 _ => Error::new(
                     Status::Topic,
-                    format!("the bus name is not valid UTF-8: {}", e.message),
+                    format!(
+                        "the bus name is not valid UTF-8 ({}); {}",
+                        e.message,
+                        crate::topic::BUS_NAME_RULE
+                    ),
                 ),
             })?;
             let options = AttachOptions::parse(options_text(options_json)?)?;

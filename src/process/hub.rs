@@ -33,6 +33,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long it is read at least: a publish that passed its process's check just before the
 /// hub let it go lands within this.
 const GRACE: Duration = Duration::from_millis(50);
+/// Records waiting for room in a peer's ring beyond which the hub stops reading its ring.
+const MAX_WAITING: usize = 4096;
+/// Flushes of one peer waiting at once beyond which the hub stops reading its ring.
+const MAX_FLUSHES: usize = 64;
 /// Records read from one peer before the hub looks at the others.
 const BATCH: usize = 256;
 /// Subscriptions one attached process may hold at the hub.
@@ -183,6 +187,10 @@ struct Live {
     exited_at: Option<Instant>,
     /// Why the hub dropped it, if it did.
     dropped: Option<String>,
+    /// Its flushes waiting in `HubThread::flushes`.
+    flushes: usize,
+    /// Credit used when the hub last gave it more: credit goes to peers that publish.
+    used_at_top_up: u64,
 }
 
 /// Why a peer is let go.
@@ -205,8 +213,8 @@ struct OutState {
     writer: Writer,
     /// Records waiting for room in the ring, in order; the first may be partly written.
     waiting: VecDeque<(Vec<u8>, usize)>,
-    /// Deliveries written and not yet acknowledged.
-    unacked: HashMap<u64, Arc<Message>>,
+    /// Deliveries written and not yet acknowledged, oldest first, with when they were sent.
+    unacked: BTreeMap<u64, (Arc<Message>, Instant)>,
     next_token: u64,
     gone: bool,
     /// Set by a dispatcher that found the peer's ring broken.
@@ -255,7 +263,7 @@ impl Outbound {
             json: message.json(),
         }
         .encode(&mut body);
-        s.unacked.insert(token, message.clone());
+        s.unacked.insert(token, (message.clone(), Instant::now()));
         self.unacked.fetch_add(1, SeqCst);
         self.send(&mut s, body);
     }
@@ -272,7 +280,12 @@ impl Outbound {
                     }
                     return;
                 }
-                Ok(false) => s.writer.set_waiting(true),
+                Ok(false) => {
+                    s.writer.set_waiting(true);
+                    if done > 0 && s.writer.reader_sleeping() {
+                        self.to_peer.signal();
+                    }
+                }
                 Err(Violation(v)) => s.broken = Some(v),
             }
         }
@@ -371,7 +384,7 @@ impl HubThread {
                     || p.live.as_ref().is_some_and(|l| {
                         l.exited
                             || l.parked.is_some()
-                            || (l.granted - l.used) < self.window as u64
+                            || l.layout.peer_wants_credit()
                             || !l.out.state().waiting.is_empty()
                     })
             })
@@ -521,7 +534,7 @@ impl HubThread {
                 state: Mutex::new(OutState {
                     writer: Writer::new(map.clone(), layout::down(ring)),
                     waiting: VecDeque::new(),
-                    unacked: HashMap::new(),
+                    unacked: BTreeMap::new(),
                     next_token: 0,
                     gone: false,
                     broken: None,
@@ -549,6 +562,8 @@ impl HubThread {
                     exited: false,
                     exited_at: None,
                     dropped: None,
+                    flushes: 0,
+                    used_at_top_up: u64::MAX,
                 },
                 to_peer_copy,
                 memfd,
@@ -629,11 +644,18 @@ impl HubThread {
         }
         let mut busy = false;
         let mut buf = std::mem::take(&mut self.buf);
-        for _ in 0..BATCH {
+        // Back-pressure: a peer that does not read what the hub answers, or keeps asking for
+        // flushes that cannot finish yet, is not read either (the hub's memory stays bounded).
+        let answers_waiting = live.out.state().waiting.len();
+        let reading = answers_waiting < MAX_WAITING && live.flushes < MAX_FLUSHES;
+        for _ in 0..if reading { BATCH } else { 0 } {
             if let Some((record, needs_unit)) = live.parked.take() {
-                if needs_unit && !self.shared.tracker.try_reserve() {
-                    live.parked = Some((record, true));
-                    break;
+                if needs_unit {
+                    if !self.shared.tracker.try_reserve() {
+                        live.parked = Some((record, true));
+                        break;
+                    }
+                    self.hub.counts.credit.fetch_add(1, SeqCst);
                 }
                 self.record(n, live, &record)?;
                 if live.parked.is_some() {
@@ -660,18 +682,28 @@ impl HubThread {
         }
         busy |= live.out.drain().map_err(Gone::Dropped)?;
         self.top_up(live);
-        // A peer that takes no deliveries: dropped after peer_stall_timeout_ms.
-        let waiting = !live.out.state().waiting.is_empty();
-        let progress = live.out.state().writer.progress();
-        live.stalled = match (waiting, live.stalled) {
+        // A peer that takes no deliveries - its ring stays full, or a delivery stays unfinished
+        // there - is dropped after peer_stall_timeout_ms.
+        let (waiting, progress, oldest) = {
+            let s = live.out.state();
+            let oldest = s.unacked.first_key_value().map(|(_, (_, at))| *at);
+            (!s.waiting.is_empty(), s.writer.progress(), oldest)
+        };
+        let limit = self.options.peer_stall_timeout_ms;
+        let late =
+            oldest.filter(|at| limit >= 0 && at.elapsed() >= Duration::from_millis(limit as u64));
+        if let (Some(at), None) = (late, live.stalled) {
+            live.stalled = Some((at, progress));
+        }
+        live.stalled = match (waiting || late.is_some(), live.stalled) {
             (false, _) => None,
-            (true, Some((since, at))) if at == progress => {
-                let limit = self.options.peer_stall_timeout_ms;
+            (true, Some((since, at))) if at == progress || late.is_some() => {
                 if limit >= 0 && since.elapsed() >= Duration::from_millis(limit as u64) {
                     // Dropped, but what it published is still taken, as from a process that
                     // exited.
-                    let why =
-                        format!("it took no deliveries for peer_stall_timeout_ms ({limit} ms)");
+                    let why = format!(
+                        "it took no deliveries, or finished none, for peer_stall_timeout_ms ({limit} ms)"
+                    );
                     let mut buf = Vec::new();
                     refusal(Status::Disconnected, why.clone()).encode(&mut buf);
                     let _ = p.socket.send(&buf, &[], 0);
@@ -684,7 +716,7 @@ impl HubThread {
                     live.exited_at = Some(Instant::now());
                     live.dropped = Some(why);
                     live.stalled = None;
-                    Self::release(&self.shared, &self.hub, live, true);
+                    Self::release(&self.shared, &self.hub, live, true, false);
                     self.flushes.retain(|f| f.1 != n);
                     return Ok(busy);
                 }
@@ -700,8 +732,18 @@ impl HubThread {
         if live.exited {
             return;
         }
+        // Only to a peer that has published since, or asks: an idle one keeps what it has.
+        if live.used == live.used_at_top_up && !live.layout.peer_wants_credit() {
+            return;
+        }
+        live.used_at_top_up = live.used;
+        // The hub keeps at least half its capacity for itself and the messages in flight.
+        let cap = (self.shared.options.queue_capacity / 2).max(1);
         let before = live.granted;
-        while live.granted - live.used < self.window as u64 && self.shared.tracker.try_reserve() {
+        while live.granted - live.used < self.window as u64
+            && self.hub.counts.credit.load(SeqCst) + ((live.granted - before) as usize) < cap
+            && self.shared.tracker.try_reserve()
+        {
             live.granted += 1;
         }
         if live.granted != before {
@@ -760,7 +802,7 @@ impl HubThread {
                         .state()
                         .unacked
                         .get(&t)
-                        .and_then(|m| m.epoch().cloned()),
+                        .and_then(|(m, _)| m.epoch().cloned()),
                 };
                 let message = self.shared.spares.message(topic, json, reply);
                 let wait = Wait::from_peer(parent_epoch);
@@ -781,19 +823,22 @@ impl HubThread {
                     }
                     Err(e) if e.status == Status::Full => {
                         // A "block" subscription at its limit: the unit went back; try again.
+                        self.hub.counts.credit.fetch_sub(1, SeqCst);
                         live.parked = Some((record.to_vec(), true));
                     }
                     Err(_) => {
-                        // Closing: the message is not taken, and the peer is let go soon.
+                        // Closing: the message is not taken (counted as dropped), and the peer
+                        // is let go soon.
                         live.used += 1;
                         self.hub.counts.credit.fetch_sub(1, SeqCst);
+                        self.shared.count_dropped_delivery();
                     }
                 }
             }
             Up::Ack { token } => {
                 let m = live.out.state().unacked.remove(&token);
                 match m {
-                    Some(m) => {
+                    Some((m, _)) => {
                         live.out.unacked.fetch_sub(1, SeqCst);
                         self.shared.spares.recycle(m)
                     }
@@ -810,6 +855,7 @@ impl HubThread {
             Up::Flush { token } => {
                 let gen = self.shared.close_epoch();
                 self.flushes.push_back((gen, n, token));
+                live.flushes += 1;
             }
             Up::Subscribe {
                 request,
@@ -887,13 +933,14 @@ impl HubThread {
     fn finish_flushes(&mut self) -> bool {
         let mut any = false;
         while let Some(&(gen, n, token)) = self.flushes.front() {
-            if !self.shared.tracker.is_done(gen)
-                && self.shared.tracker.held() > self.hub.counts.credit.load(SeqCst)
-            {
+            if !self.shared.tracker.is_done(gen) {
                 break;
             }
             self.flushes.pop_front();
             any = true;
+            if let Some(live) = self.peers.get_mut(&n).and_then(|p| p.live.as_mut()) {
+                live.flushes -= 1;
+            }
             if let Some(live) = self.peers.get(&n).and_then(|p| p.live.as_ref()) {
                 let mut body = Vec::new();
                 Down::Flushed { token }.encode(&mut body);
@@ -923,13 +970,13 @@ impl HubThread {
         if let Some(pidfd) = &p.pidfd {
             let _ = self.epoll.remove(pidfd.fd());
         }
-        Self::release(&self.shared, &self.hub, live, false);
+        Self::release(&self.shared, &self.hub, live, false, false);
         self.flushes.retain(|f| f.1 != n);
     }
 
     /// Ends a peer's subscriptions (`PeerGone`) and drops the deliveries it had not
     /// acknowledged (counted as dropped); from now on it counts as gone, or as `dropped`.
-    fn release(shared: &Shared, hub: &Hub, live: &mut Live, dropped: bool) {
+    fn release(shared: &Shared, hub: &Hub, live: &mut Live, dropped: bool, closing: bool) {
         hub.counts.peers.fetch_sub(1, SeqCst);
         match dropped {
             true => hub.counts.dropped.fetch_add(1, SeqCst),
@@ -942,7 +989,10 @@ impl HubThread {
             s.gone = true;
             s.waiting.clear();
             live.out.unacked.store(0, SeqCst);
-            s.unacked.drain().map(|(_, m)| m).collect()
+            std::mem::take(&mut s.unacked)
+                .into_values()
+                .map(|(m, _)| m)
+                .collect()
         };
         for (id, hub_id) in live.subs.drain() {
             if id == INBOX {
@@ -953,7 +1003,11 @@ impl HubThread {
             }
         }
         for m in held {
-            shared.count_dropped_delivery();
+            // Discarded by a close that ran out of time (the close says TIMEOUT), else dropped.
+            match closing {
+                true => shared.count_discarded_delivery(m.epoch()),
+                false => shared.count_dropped_delivery(),
+            }
             drop(m);
         }
     }
@@ -988,7 +1042,12 @@ impl HubThread {
                 &self.hub,
                 &mut live,
                 matches!(why, Gone::Dropped(_)),
+                matches!(why, Gone::Stopping(_)),
             );
+        }
+        if live.parked.is_some() {
+            // A publish its process made that the hub never took.
+            self.shared.count_dropped_delivery();
         }
         let unused = (live.granted - live.used) as usize;
         let unused = unused - usize::from(matches!(live.parked, Some((_, true))));

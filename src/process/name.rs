@@ -16,7 +16,11 @@ pub fn check(name: &str) -> Result<(), Error> {
     let bad = |why: &str| {
         Err(Error::new(
             Status::Topic,
-            format!("the bus name \"{}\" {why}; a name is 1-{MAX_NAME} bytes of A-Z, a-z, 0-9, '.', '_' and '-', not starting with '.'", name.escape_debug()),
+            format!(
+                "the bus name \"{}\" {why}; {}",
+                name.escape_debug(),
+                crate::topic::BUS_NAME_RULE
+            ),
         ))
     };
     if name.is_empty() {
