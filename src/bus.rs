@@ -293,7 +293,9 @@ impl Bus {
         if let Some(link) = self.shared.link() {
             let group = sub.options.group.as_deref().unwrap_or("");
             if let Err(e) = link.subscribe(id, pattern, group) {
-                // Never registered at the hub: gone without a trace (no end notice).
+                // Not made: gone without a trace (no end notice); should the hub have
+                // registered it after all (a time-out), it is told to forget it.
+                link.unsubscribe(id);
                 if let Some(mut callback) = sub.callback() {
                     *callback = None;
                 }

@@ -30,8 +30,9 @@ pub enum Job {
     /// The same, for a subscription kept scheduled although its queue has been empty since
     /// then (see `run`).
     Idle(Arc<Subscription>, Instant),
-    /// Call a request's reply callback, inheriting the flush epoch of its reply (if any).
-    Call(Option<Arc<Epoch>>, Box<dyn FnOnce() + Send>),
+    /// Call a request's reply callback, inheriting the flush epoch of its reply (if any) and,
+    /// in an attached process, the hub's token of the reply's delivery.
+    Call(Option<Arc<Epoch>>, u64, Box<dyn FnOnce() + Send>),
     /// Exit the dispatcher thread (sent by close, once per thread).
     Stop,
 }
@@ -80,7 +81,7 @@ impl RunQueue {
         self.len.store(0, SeqCst);
         jobs.drain(..)
             .filter_map(|job| match job {
-                Job::Call(_, f) => Some(f),
+                Job::Call(_, _, f) => Some(f),
                 _ => None,
             })
             .collect()
@@ -201,9 +202,11 @@ pub fn worker(shared: Arc<Shared>) {
         spun = match jobs.pop() {
             Job::Run(sub) => run(&shared, &sub, None, &mut batch, &mut poll),
             Job::Idle(sub, since) => run(&shared, &sub, Some(since), &mut batch, &mut poll),
-            Job::Call(epoch, f) => {
+            Job::Call(epoch, token, f) => {
                 PARENT.with(|p| *p.borrow_mut() = epoch);
+                PARENT_TOKEN.set(token);
                 let _ = catch_unwind(AssertUnwindSafe(f));
+                PARENT_TOKEN.set(0);
                 PARENT.with(|p| p.borrow_mut().take());
                 false
             }

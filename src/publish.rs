@@ -124,6 +124,11 @@ impl Shared {
         if self.tracker.is_closed() {
             return Err(closed_error("cannot publish"));
         }
+        // An attached bus whose hub is gone says so before it would wait for local room.
+        #[cfg(target_os = "linux")]
+        if let Some(link) = self.link() {
+            link.check()?;
+        }
         topic::check(topic, Kind::Topic)?;
         validate::check_payload(json, self.options.max_message_bytes, self.options.max_depth)?;
         let message = self.spares.message(topic, json, reply);

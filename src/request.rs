@@ -353,8 +353,9 @@ impl Shared {
                     self.timers.cancel(timer);
                 }
                 let epoch = answer.as_ref().ok().and_then(|m| m.epoch().cloned());
+                let token = answer.as_ref().map_or(0, |m| m.origin_token());
                 let call = move || callback(answer.as_deref().map_err(|s| *s));
-                self.run_queue.push(Job::Call(epoch, Box::new(call)));
+                self.run_queue.push(Job::Call(epoch, token, Box::new(call)));
             }
         }
     }

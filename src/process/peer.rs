@@ -17,7 +17,7 @@ use crate::subscription::end::EndReason;
 use crate::sys::ipc::{self, EventFd, PidFd, SeqPacket};
 use crate::sys::shm::SharedMap;
 use crate::sys::thread::{self, Thread};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -36,7 +36,10 @@ pub struct Link {
     pid: u32,
     up: Mutex<Option<Up_>>,
     state: Mutex<State>,
-    changed: Condvar,
+    /// With `up`: room in the ring, or credit, may have come.
+    room: Condvar,
+    /// With `state`: an answer from the hub may have come.
+    answers: Condvar,
     waiters: AtomicUsize,
     disconnected: AtomicBool,
     stop: AtomicBool,
@@ -45,6 +48,8 @@ pub struct Link {
     thread: Mutex<Option<Thread>>,
     /// Messages published through this handle.
     pub published: AtomicU64,
+    /// `published` when the last flush that returned OK began.
+    flushed_upto: AtomicU64,
 }
 
 /// What the publishing threads share: the writing end of the ring to the hub.
@@ -71,6 +76,8 @@ struct State {
     subscribed: HashMap<u64, (i32, String)>,
     /// The hub's word on requests published here: whether each matched anything.
     routed: HashMap<String, bool>,
+    /// Flush tokens and subscribe requests whose callers gave up waiting.
+    abandoned: HashSet<u64>,
 }
 
 /// What the link thread owns.
@@ -85,6 +92,18 @@ struct LinkThread {
     layout: Layout,
     epoll: ipc::Epoll,
     spin: Spin,
+    /// Deliveries read that cannot be queued yet - no local capacity, or their "block"
+    /// subscription at its limit - in the order they came: the link goes on reading the hub's
+    /// answers meanwhile (they are bounded by what the hub holds for this process).
+    held: VecDeque<Held>,
+}
+
+/// A delivery waiting in the link (see `LinkThread::held`).
+struct Held {
+    id: i64,
+    message: Arc<Message>,
+    seq: u64,
+    published_ns: u64,
 }
 
 fn disconnected(message: impl Into<String>) -> Error {
@@ -230,13 +249,15 @@ pub fn attach(name: &str, options: AttachOptions) -> Result<Bus, Error> {
             busy: false,
         })),
         state: Mutex::new(State::default()),
-        changed: Condvar::new(),
+        room: Condvar::new(),
+        answers: Condvar::new(),
         waiters: AtomicUsize::new(0),
         disconnected: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         wake: Mutex::new(Some(wake)),
         thread: Mutex::new(None),
         published: AtomicU64::new(0),
+        flushed_upto: AtomicU64::new(0),
     });
     bus.shared.set_link(link.clone());
     let state = LinkThread {
@@ -248,6 +269,7 @@ pub fn attach(name: &str, options: AttachOptions) -> Result<Bus, Error> {
         layout: Layout::new(map.clone(), ring),
         epoll,
         spin: Spin::new(spin),
+        held: VecDeque::new(),
     };
     let started = thread::spawn("jsonbus-link", Box::new(move || state.run()));
     match started {
@@ -305,9 +327,11 @@ impl Link {
         Ok(())
     }
 
-    /// Waits on `changed` for up to 1 ms (or until `until`), with the state lock given back.
+    /// Waits on `cv` (the condition variable of the mutex `guard` is from) for up to 1 ms,
+    /// or until `until`, with the lock given back.
     fn wait_a_moment<'a, T>(
         &self,
+        cv: &Condvar,
         guard: MutexGuard<'a, T>,
         until: Option<Instant>,
     ) -> MutexGuard<'a, T> {
@@ -317,8 +341,7 @@ impl Link {
         }
         self.waiters.fetch_add(1, SeqCst);
         // A spurious or timed-out wake-up is fine: every caller looks again.
-        let (g, _) = self
-            .changed
+        let (g, _) = cv
             .wait_timeout(guard, slice)
             .unwrap_or_else(|p| p.into_inner());
         self.waiters.fetch_sub(1, SeqCst);
@@ -329,14 +352,16 @@ impl Link {
         if self.waiters.load(SeqCst) > 0 {
             // Taking the locks orders the notice after a waiter's check of the state.
             drop(self.up());
+            self.room.notify_all();
             drop(self.state());
-            self.changed.notify_all();
+            self.answers.notify_all();
         }
     }
 
-    /// Writes `body` (an encoded record) into the ring, waiting for room until `until`;
-    /// `credit`: it is a publish and takes one unit of credit (not waiting for it when
-    /// `no_wait`).
+    /// Writes `body` (an encoded record) into the ring, waiting for room until `until` (not
+    /// at all with `no_wait`); `credit`: it is a publish and takes one unit of credit. A record
+    /// that cannot start in time fails (`FULL` for a publish, else `TIMEOUT`); one that has
+    /// started (a message in fragments) is written to its end.
     fn write(
         &self,
         credit: bool,
@@ -344,6 +369,21 @@ impl Link {
         until: Option<Instant>,
         encode: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), Error> {
+        let full = |why: &str| {
+            let how = match (no_wait, until.is_some()) {
+                (true, _) => "; a callback never waits for room",
+                (false, true) => " before its time ran out",
+                (false, false) => "",
+            };
+            Error::new(
+                if credit {
+                    Status::Full
+                } else {
+                    Status::Timeout
+                },
+                format!("the hub of \"{}\" had {why}{how}", self.name),
+            )
+        };
         let mut guard = self.up();
         loop {
             self.check()?;
@@ -360,14 +400,20 @@ impl Link {
                     continue;
                 }
                 if no_wait {
-                    return Err(Error::new(Status::Full, format!("the hub of \"{}\" has no room for this process's publishes (its queue_capacity is reached); a callback never waits for room", self.name)));
+                    return Err(full(
+                        "no room for this process's publishes (its queue_capacity)",
+                    ));
                 }
                 up.layout.set_wants_credit(true);
+            } else if no_wait {
+                return Err(full("its ring busy with another message"));
             }
             if until.is_some_and(|u| Instant::now() >= u) {
-                return Err(Error::new(Status::Full, format!("the hub of \"{}\" had no room for this process's publishes (its queue_capacity) before publish_timeout_ms ran out", self.name)));
+                return Err(full(
+                    "no room for this process's publishes (its queue_capacity)",
+                ));
             }
-            guard = self.wait_a_moment(guard, until);
+            guard = self.wait_a_moment(&self.room, guard, until);
         }
         let Some(up) = guard.as_mut() else {
             return Err(closed_error("cannot publish"));
@@ -383,9 +429,16 @@ impl Link {
             let Some(up) = guard.as_mut() else {
                 return Err(closed_error("cannot publish"));
             };
-            let complete = up.writer.write(&body, &mut done).map_err(|Violation(v)| {
-                Error::new(Status::Peer, format!("the hub broke the ring: {v}"))
-            })?;
+            let complete = match up.writer.write(&body, &mut done) {
+                Ok(c) => c,
+                Err(Violation(v)) => {
+                    up.busy = false;
+                    drop(guard);
+                    let why = format!("the hub broke the ring: {v}");
+                    self.disconnect(Status::Peer, why.clone());
+                    return Err(Error::new(Status::Peer, why));
+                }
+            };
             if up.writer.reader_sleeping() {
                 up.to_hub.signal();
             }
@@ -396,13 +449,21 @@ impl Link {
                 self.write_acks(up);
                 break;
             }
-            up.busy = true;
+            if done == 0 && (no_wait || until.is_some_and(|u| Instant::now() >= u)) {
+                // Nothing of it is in the ring: it can still fail.
+                up.writer.set_waiting(false);
+                if credit {
+                    up.used -= 1;
+                }
+                return Err(full("no room in this process's ring"));
+            }
+            up.busy = done > 0;
             up.writer.set_waiting(true);
             if let Err(e) = self.check() {
                 up.busy = false;
                 return Err(e);
             }
-            guard = self.wait_a_moment(guard, None);
+            guard = self.wait_a_moment(&self.room, guard, if done == 0 { until } else { None });
         }
         drop(guard);
         self.notify();
@@ -464,7 +525,7 @@ impl Link {
             }
             drop(s);
             self.check()?;
-            s = self.wait_a_moment(self.state(), None);
+            s = self.wait_a_moment(&self.answers, self.state(), None);
         }
     }
 
@@ -499,6 +560,8 @@ impl Link {
             drop(s);
             self.check()?;
             if Instant::now() >= until {
+                // Its answer, should it come, is for nobody.
+                self.state().abandoned.insert(request);
                 return Err(Error::new(
                     Status::Timeout,
                     format!(
@@ -508,7 +571,7 @@ impl Link {
                     ),
                 ));
             }
-            s = self.wait_a_moment(self.state(), Some(until));
+            s = self.wait_a_moment(&self.answers, self.state(), Some(until));
         }
     }
 
@@ -526,6 +589,11 @@ impl Link {
 
     /// Waits until the hub says that everything published through this handle before is done.
     pub fn flush(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        // Nothing published through this handle since a flush that returned OK: done.
+        let upto = self.published.load(SeqCst);
+        if upto == self.flushed_upto.load(SeqCst) {
+            return self.check();
+        }
         let until = timeout.map(|t| Instant::now() + t);
         let token = {
             let mut s = self.state();
@@ -536,11 +604,13 @@ impl Link {
         let mut s = self.state();
         loop {
             if s.flushed.remove(&token) {
+                self.flushed_upto.fetch_max(upto, SeqCst);
                 return Ok(());
             }
             drop(s);
             self.check()?;
             if until.is_some_and(|u| Instant::now() >= u) {
+                self.state().abandoned.insert(token);
                 return Err(Error::new(
                     Status::Timeout,
                     format!(
@@ -550,7 +620,7 @@ impl Link {
                     ),
                 ));
             }
-            s = self.wait_a_moment(self.state(), until);
+            s = self.wait_a_moment(&self.answers, self.state(), until);
         }
     }
 
@@ -574,7 +644,8 @@ impl Link {
         }
         self.up().take();
         self.wake().take();
-        self.changed.notify_all();
+        self.room.notify_all();
+        self.answers.notify_all();
     }
 
     fn wake(&self) -> MutexGuard<'_, Option<EventFd>> {
@@ -584,7 +655,8 @@ impl Link {
     fn disconnect(&self, status: Status, why: String) {
         self.state().why.get_or_insert((status, why));
         self.disconnected.store(true, SeqCst);
-        self.changed.notify_all();
+        self.room.notify_all();
+        self.answers.notify_all();
     }
 }
 
@@ -610,7 +682,7 @@ impl LinkThread {
         let mut worked = false;
         while !link.stop.load(SeqCst) {
             if self.layout.is_let_go() {
-                let _ = self.read(&mut buf);
+                self.read_all(&mut buf);
                 // Its goodbye on the socket says why.
                 let mut b = [0u8; 1024];
                 let why = match self.socket.recv(&mut b, 100) {
@@ -625,7 +697,9 @@ impl LinkThread {
                 );
                 break;
             }
+            let placed = self.place_held();
             match self.read(&mut buf) {
+                Ok(0) if placed => {}
                 Ok(0) => worked = false,
                 Ok(_) => {
                     link.notify();
@@ -648,7 +722,10 @@ impl LinkThread {
             }
             self.reader.set_sleeping(true);
             if !self.reader.has_data() {
-                let pending = link.up().as_ref().is_some_and(|u| !u.acks.is_empty());
+                // Room for held deliveries, and acknowledgements waiting for room, are looked
+                // for every millisecond.
+                let pending =
+                    !self.held.is_empty() || link.up().as_ref().is_some_and(|u| !u.acks.is_empty());
                 let _ = self.epoll.wait(&mut events, if pending { 1 } else { 20 });
             }
             self.reader.set_sleeping(false);
@@ -705,7 +782,7 @@ impl LinkThread {
             }
             if let Some((status, why, died)) = gone {
                 // What the hub wrote before it went is still delivered.
-                let _ = self.read(&mut buf);
+                self.read_all(&mut buf);
                 self.lost(status, why, died);
                 break;
             }
@@ -744,28 +821,39 @@ impl LinkThread {
                     reply,
                     json,
                 } => {
-                    let mut m = self.shared.spares.message(topic, json, reply);
-                    Message::set_origin(&mut m, self.link.clone(), token);
-                    self.deliver(id, m, seq, published_ns, &epoch);
+                    let mut message = self.shared.spares.message(topic, json, reply);
+                    Message::set_origin(&mut message, self.link.clone(), token);
+                    let held = Held {
+                        id,
+                        message,
+                        seq,
+                        published_ns,
+                    };
+                    self.deliver(held, &epoch);
                 }
                 Down::Flushed { token } => {
-                    self.link.state().flushed.insert(token);
-                    self.link.changed.notify_all();
+                    let mut s = self.link.state();
+                    if !s.abandoned.remove(&token) {
+                        s.flushed.insert(token);
+                    }
+                    drop(s);
+                    self.link.answers.notify_all();
                 }
                 Down::Subscribed {
                     request,
                     status,
                     message,
                 } => {
-                    self.link
-                        .state()
-                        .subscribed
-                        .insert(request, (status, message.to_string()));
-                    self.link.changed.notify_all();
+                    let mut s = self.link.state();
+                    if !s.abandoned.remove(&request) {
+                        s.subscribed.insert(request, (status, message.to_string()));
+                    }
+                    drop(s);
+                    self.link.answers.notify_all();
                 }
                 Down::Routed { reply, routed } => {
                     self.link.state().routed.insert(reply.to_string(), routed);
-                    self.link.changed.notify_all();
+                    self.link.answers.notify_all();
                 }
             }
         }
@@ -777,62 +865,86 @@ impl LinkThread {
         Ok(n)
     }
 
-    /// Queues a delivery for local subscription `id` (or answers a request), once it has a
-    /// unit of local capacity; dropped (and so acknowledged) if nothing takes it.
-    fn deliver(
-        &self,
-        id: i64,
-        mut m: Arc<Message>,
-        seq: u64,
-        published_ns: u64,
-        epoch: &Arc<crate::flush::Epoch>,
-    ) {
-        let s = &self.shared;
-        let sub = match id {
-            INBOX_ID => None,
-            id => match s.known_subscription(id) {
-                Some(sub) if !sub.is_ended() => Some(sub),
-                _ => return,
-            },
-        };
-        // Local capacity: the link waits for room (the hub holds the rest meanwhile).
-        loop {
-            if s.tracker.try_reserve() {
+    /// Reads everything the hub left in its ring (it is gone, or has let this process go).
+    fn read_all(&mut self, buf: &mut Vec<u8>) {
+        while let Ok(n) = self.read(buf) {
+            if n == 0 {
                 break;
-            }
-            if s.tracker.is_closed() || self.link.stop.load(SeqCst) {
-                s.count_dropped_delivery();
-                return;
-            }
-            let _ = s
-                .tracker
-                .wait_until(Some(Instant::now() + Duration::from_millis(10)), || {
-                    s.tracker.held() < s.options.queue_capacity
-                });
-        }
-        Message::stamp(&mut m, seq, published_ns, epoch.clone());
-        match sub {
-            None => {
-                if let Claim::Ours(waiter) = s.requests.claim(m.topic()) {
-                    s.answer(waiter, Ok(m));
-                }
-            }
-            Some(sub) => {
-                // Waits in slices, so that a hub that lets this process go meanwhile is seen.
-                while sub.blocks_now() && !self.link.stop.load(SeqCst) && !self.layout.is_let_go() {
-                    let until = Instant::now() + Duration::from_millis(10);
-                    let _ = s.tracker.wait_until(Some(until), || {
-                        sub.has_room() || sub.is_ended() || self.link.stop.load(SeqCst)
-                    });
-                }
-                s.offer_one(&sub, m);
             }
         }
     }
 
+    /// Queues a delivery for local subscription `id` (or answers a request), behind those
+    /// held already.
+    fn deliver(&mut self, held: Held, epoch: &Arc<crate::flush::Epoch>) {
+        if !self.held.is_empty() {
+            return self.held.push_back(held);
+        }
+        if let Some(h) = self.place(held, epoch) {
+            self.held.push_back(h);
+        }
+    }
+
+    /// Queues held deliveries as far as there is room; whether any went.
+    fn place_held(&mut self) -> bool {
+        if self.held.is_empty() {
+            return false;
+        }
+        let epoch = self.shared.current_epoch();
+        let mut placed = false;
+        while let Some(h) = self.held.pop_front() {
+            if let Some(h) = self.place(h, &epoch) {
+                self.held.push_front(h);
+                break;
+            }
+            placed = true;
+        }
+        placed
+    }
+
+    /// Queues a delivery if it can go now (with a unit of local capacity, and room in its
+    /// subscription if that is "block"), or gives it back to be held. One for a subscription
+    /// that is no more is dropped (counted; dropping it acknowledges it to the hub).
+    fn place(&self, h: Held, epoch: &Arc<crate::flush::Epoch>) -> Option<Held> {
+        let s = &self.shared;
+        let sub = match h.id {
+            INBOX_ID => None,
+            id => match s.known_subscription(id) {
+                Some(sub) if !sub.is_ended() => Some(sub),
+                _ => {
+                    s.count_dropped_delivery();
+                    return None;
+                }
+            },
+        };
+        if s.tracker.is_closed() {
+            s.count_dropped_delivery();
+            return None;
+        }
+        if sub.as_ref().is_some_and(|sub| sub.blocks_now()) || !s.tracker.try_reserve() {
+            return Some(h);
+        }
+        let Held {
+            mut message,
+            seq,
+            published_ns,
+            ..
+        } = h;
+        Message::stamp(&mut message, seq, published_ns, epoch.clone());
+        match sub {
+            None => {
+                if let Claim::Ours(waiter) = s.requests.claim(message.topic()) {
+                    s.answer(waiter, Ok(message));
+                }
+            }
+            Some(sub) => s.offer_one(&sub, message),
+        }
+        None
+    }
+
     /// The hub is gone: calls fail from now on; the local subscriptions end once what they
     /// have received is delivered.
-    fn lost(&self, status: Status, why: String, died: bool) {
+    fn lost(&mut self, status: Status, why: String, died: bool) {
         self.link.disconnect(status, why);
         for waiter in self.shared.requests.take_waiting() {
             self.shared.answer(waiter, Err(Status::Disconnected));
@@ -841,13 +953,23 @@ impl LinkThread {
             // Nobody else would remove what a dead hub left in the name directory.
             name::clean_up(&self.link.name);
         }
+        // What was received still runs: held deliveries are queued as room comes, and a
+        // callback subscription ends once its queue is empty and no dispatcher runs it (a
+        // dispatcher may hold a batch it took from the queue).
+        let (link, shared) = (self.link.clone(), self.shared.clone());
+        let stop = || link.stop.load(SeqCst) || shared.tracker.is_closed();
+        while !self.held.is_empty() && !stop() {
+            if !self.place_held() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        for h in self.held.drain(..) {
+            self.shared.count_dropped_delivery();
+            drop(h);
+        }
         let subs = self.shared.live_subscriptions();
         for sub in subs {
-            while !sub.is_pull()
-                && sub.has_queued()
-                && !self.link.stop.load(SeqCst)
-                && !self.shared.tracker.is_closed()
-            {
+            while !sub.is_pull() && (sub.has_queued() || sub.is_scheduled()) && !stop() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             self.shared.end_keeping_queue(&sub, EndReason::PeerGone);

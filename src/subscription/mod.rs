@@ -306,6 +306,11 @@ impl Subscription {
         }
     }
 
+    /// Whether it is on the run queue or being run (a dispatcher may hold messages it took).
+    pub fn is_scheduled(&self) -> bool {
+        self.scheduled.load(SeqCst)
+    }
+
     /// Ends a dispatcher's run: true if it must run again (more messages, or its end to
     /// complete); otherwise it is no longer scheduled (the next push schedules it).
     pub fn finish_run(&self) -> bool {
