@@ -177,3 +177,47 @@ for n in range(20):
                      rng.randint(0, 255) if call in (10, 19) else None, rng.randint(0, 1)))
     ss.append(seq(ops))
 write("sequence", ss)
+
+# hostile_peer: a hello byte, then ops (op % 14, a, b, then the op's own bytes; see the
+# table at the top of fuzz_targets/hostile_peer.rs).
+POKE, HPUB, HACK, HFLUSH, HSUB, HUNSUB, BAD, INDEX, SIGNAL, SOCK, SLEEP, READ, BIGPUB, WANTS = range(14)
+def hp(hello, *ops):
+    return bytes([hello]) + b"".join(bytes(o) for o in ops)
+def hpub(topic=0, payload=0, c=0):
+    return (HPUB, topic, payload, c)
+def hsub(pattern=0, b=0):
+    return (HSUB, pattern, b)
+hs = [
+    hp(0),
+    hp(11, 2, 0, 0, 0), hp(12, 5, 1, 2, 3, 4, 5, 6), hp(13), hp(14), hp(15), hp(15, (SOCK, 11, 0) + tuple(b"JSONBUS\x00\x01\x00\x00\x00")),
+    # a subscriber to everything that reads and acks, publishes within its credit
+    hp(0, hsub(0), hpub(0, 0), hpub(1, 1), (READ, 1, 0), hpub(2, 2), (SLEEP, 0, 200), (READ, 1, 0), (HFLUSH, 0, 7), (READ, 1, 0)),
+    # ... that never acks (holds the hub's capacity) and never reads (stalls: dropped after 50 ms)
+    hp(0, hsub(0), hsub(1, 1), *[(SLEEP, 0, 250)] * 30),
+    hp(0, hsub(0), *[(READ, 0, 0), (SLEEP, 0, 250)] * 20),
+    # acks of real, repeated and unknown tokens; a parent token
+    hp(0, hsub(1), (SLEEP, 0, 100), (READ, 0, 0), hpub(0, 0, 0x20), (HACK, 0, 0), (HACK, 2, 0), (HACK, 3, 9)),
+    # invalid publishes (bad topic / payload / reply) and beyond the credit
+    *[hp(0, hpub(t, 0)) for t in (8, 9, 10, 11, 12, 13)],
+    *[hp(0, hpub(0, p)) for p in range(5, 11)],
+    hp(0, hpub(0, 0, 0xc0)), hp(0, *[hpub(0, 0, 1)] * 8),
+    # subscribes: every pattern and group, an id used twice, unsubscribes
+    hp(0, *[hsub(p + 16 * g, p) for p in range(11) for g in range(4)]),
+    hp(0, hsub(0, 5), hsub(1, 0x80), (HUNSUB, 0, 0), (HUNSUB, 1, 200), hpub(0, 0)),
+    # a big publish in two fragments, within and beyond the credit
+    hp(0, (BIGPUB, 0, 0), (BIGPUB, 7, 255), hsub(0), (READ, 1, 0)),
+    # every malformed-record variant
+    *[hp(0, (BAD, v, b) + tuple(range(1, 60))) for v in range(12) for b in (0, 1, 2, 3)],
+    # indices set to random or nearby values, pokes at every area, signals, socket garbage
+    *[hp(0, hsub(0), (INDEX, w, v, 8, 0, 3), hpub(0, 0), (READ, 0, 0)) for w in range(4) for v in range(4)],
+    *[hp(0, (POKE, area, 7, 1, 2, 3, 4, 5, 6, 7, 8, 0x10, 0), hpub(0, 0), (READ, 1, 0)) for area in range(8)],
+    hp(0, (POKE, 0x82, 15) + (0xff,) * 16 + (0, 0), hpub()),
+    hp(0, (SIGNAL, 0, 3), (SIGNAL, 2, 3), (SIGNAL, 3, 1), (WANTS, 3, 0), (WANTS, 0, 0)),
+    hp(0, (SOCK, 11, 7) + tuple(b"JSONBUS\x00\x01\x00\x00\x00"), hpub()),
+    hp(0, (SOCK, 3, 2, 1, 2, 3, 4)),
+]
+write("hostile_peer", hs)
+# a peer that takes its own big deliveries but never reads them: its down ring fills and the hub
+# drops it after peer_stall_timeout_ms (50 ms)
+write("hostile_peer", [hp(0, hsub(0), (BIGPUB, 0, 0), (SLEEP, 0, 100), (BIGPUB, 2, 0), *[(SLEEP, 0, 250)] * 40),
+                       hp(0, hsub(3), (BIGPUB, 0, 9), (READ, 0, 0), (BIGPUB, 2, 0), (BIGPUB, 4, 0), *[(SLEEP, 0, 250)] * 40)])

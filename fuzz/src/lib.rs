@@ -8,8 +8,8 @@ use std::ffi::{c_char, CStr, CString};
 // ---------------------------------------------------------------------------------------
 // Status codes
 
-/// Every code a fallible export may return (ids aside).
-pub const DOCUMENTED: [i32; 17] = [
+/// Every code a fallible export may return (ids aside), the 2C codes included.
+pub const DOCUMENTED: [i32; 23] = [
     JSONBUS_OK,
     JSONBUS_UNSUBSCRIBE,
     JSONBUS_ERR_NULL,
@@ -27,6 +27,12 @@ pub const DOCUMENTED: [i32; 17] = [
     JSONBUS_ERR_ENDED,
     JSONBUS_ERR_UNSUPPORTED,
     JSONBUS_ERR_NO_RESPONDERS,
+    JSONBUS_ERR_NO_BUS,
+    JSONBUS_ERR_NAME_IN_USE,
+    JSONBUS_ERR_PERMISSION,
+    JSONBUS_ERR_DISCONNECTED,
+    JSONBUS_ERR_PEER,
+    JSONBUS_ERR_LIMIT,
 ];
 
 pub fn name(code: i32) -> String {
