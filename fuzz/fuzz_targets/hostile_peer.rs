@@ -220,26 +220,10 @@ extern "C" fn record(msg: *const jsonbus_message, user_data: *mut c_void) -> i32
     JSONBUS_OK
 }
 
-extern "C" fn remove_dir() {
-    if let Ok(d) = std::env::var("XDG_RUNTIME_DIR") {
-        let _ = std::fs::remove_dir_all(d);
-    }
-}
-
 fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let mut template = *b"/tmp/jsonbus-hostile-XXXXXX\0";
-        // SAFETY: a writable NUL-terminated template; mkdtemp makes the directory 0700.
-        let p = unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) };
-        assert!(!p.is_null(), "mkdtemp: {}", std::io::Error::last_os_error());
-        let dir = std::str::from_utf8(&template[..template.len() - 1])
-            .unwrap()
-            .to_string();
-        // Before any jsonbus call reads it (no other thread of ours runs yet).
-        std::env::set_var("XDG_RUNTIME_DIR", &dir);
-        // SAFETY: registers a plain extern "C" function.
-        unsafe { libc::atexit(remove_dir) };
+        let dir = private_runtime_dir("hostile");
         let opts =
             CString::new(r#"{"queue_capacity":64,"max_message_bytes":40000,"publish_timeout_ms":5}"#)
                 .unwrap();

@@ -577,3 +577,33 @@ impl<'a> Bytes<'a> {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 2C: a private directory for bus names
+
+extern "C" fn remove_runtime_dir() {
+    if let Some(d) = RUNTIME_DIR.get() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+static RUNTIME_DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Points `XDG_RUNTIME_DIR` at a fresh private (0700) temporary directory, once per process,
+/// so that the bus names of the targets meet nobody else's (and the user's real directory
+/// is never touched); it is removed at exit. Returns it.
+pub fn private_runtime_dir(tag: &str) -> &'static str {
+    RUNTIME_DIR.get_or_init(|| {
+        let mut template = format!("/tmp/jsonbus-{tag}-XXXXXX\0").into_bytes();
+        // SAFETY: a writable NUL-terminated template; mkdtemp makes the directory 0700.
+        let p = unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) };
+        assert!(!p.is_null(), "mkdtemp: {}", std::io::Error::last_os_error());
+        template.pop();
+        let dir = String::from_utf8(template).unwrap();
+        // Before any jsonbus call reads it: the first thing an input does.
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+        // SAFETY: registers a plain extern "C" function.
+        unsafe { libc::atexit(remove_runtime_dir) };
+        dir
+    })
+}
