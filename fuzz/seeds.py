@@ -284,3 +284,6 @@ write("hostile_peer", hs)
 # drops it after peer_stall_timeout_ms (50 ms)
 write("hostile_peer", [hp(0, hsub(0), (BIGPUB, 0, 0), (SLEEP, 0, 100), (BIGPUB, 2, 0), *[(SLEEP, 0, 250)] * 40),
                        hp(0, hsub(3), (BIGPUB, 0, 9), (READ, 0, 0), (BIGPUB, 2, 0), (BIGPUB, 4, 0), *[(SLEEP, 0, 250)] * 40)])
+# the down ring's head set past the hub's tail: the hub finds it once the ring seems full
+write("hostile_peer", [hp(0, hsub(0), (INDEX, 2, 3, 5), (BIGPUB, 0, 0), (SLEEP, 0, 100), (BIGPUB, 2, 0), (SLEEP, 0, 200), (BIGPUB, 4, 0), *[(SLEEP, 0, 250)] * 10),
+                       hp(0, hsub(0), (INDEX, 2, 0, 40), (BIGPUB, 0, 0), (SLEEP, 0, 100), (BIGPUB, 2, 0), (SLEEP, 0, 200), (BIGPUB, 4, 0), *[(SLEEP, 0, 250)] * 10)])

@@ -48,7 +48,9 @@
 //! publishes - byte-identical, in order, each once, seq increasing - and nothing else; the
 //! hub's `queued` is 0; `peers_gone` and `peers_dropped` only grow. Every 1000 inputs the
 //! process's descriptors (`/proc/self/fd`) and jsonbus memfd mappings (`/proc/self/maps`) are
-//! counted: they must stay within a few of the first count.
+//! counted: they must stay within a few of the first count. `HOSTILE_TRACE=1` prints, per
+//! input, why the hub dropped the peer (the refusal it sends before the hang-up) and the hub's
+//! stats.
 #![no_main]
 
 use ::jsonbus::ffi::*;
@@ -684,6 +686,17 @@ fn hostile(s: &Setup, input: &mut Bytes<'_>, run: &mut Run) -> Option<bool> {
             }
         }
     }
+    if std::env::var_os("HOSTILE_TRACE").is_some() {
+        // Why the hub dropped it, if it did (a refusal on the socket before the hang-up).
+        let mut buf = vec![0u8; 4096];
+        std::thread::sleep(Duration::from_millis(2));
+        while let Ok(Some((n, _))) = h.sock.recv(&mut buf, 0) {
+            if n >= 46 && buf[..8] == *MAGIC {
+                let len = u16::from_le_bytes([buf[44], buf[45]]) as usize;
+                eprintln!("dropped: {}", String::from_utf8_lossy(&buf[46..(46 + len).min(n)]));
+            }
+        }
+    }
     // Close the socket, unmap, close the eventfds.
     let welcomed = match hello % 16 {
         15 => None,
@@ -927,6 +940,9 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(stat(&st, "queued"), 0, "hub after the flush: {st}");
     let gst = stats(s.good);
+    if std::env::var_os("HOSTILE_TRACE").is_some() {
+        eprintln!("good handle {gst}");
+    }
     assert_eq!(stat(&gst, "queued"), 0, "good handle after the flush: {gst}");
     assert_eq!(stat(&gst, "published"), run.k - rejected(&gst, "full"), "good handle: {gst}");
 

@@ -30,6 +30,40 @@
 //! | 22 | `jsonbus_publish_after` (60 s: never due during an input): an id, or a publish's errors (FULL only from the bus's capacity); pending timers are held (`queued`), counted in `timers`, and discarded into `dropped` by close |
 //! | 23 | `jsonbus_cancel` of a pending timer of the bus (OK), or of one cancelled, discarded, of another bus, or unknown (NOT_FOUND) |
 //!
+//! Opcodes 250-255 (which no committed input used; they meant calls 0-5 before) are the 2C
+//! calls, with two argument bytes:
+//!
+//! | opcode | what |
+//! |---|---|
+//! | 250, 251 | `jsonbus_serve` of slot 0 / 1: its own name ("seq-a" / "seq-b"), the other slot's, NULL, malformed ("", ".x", 65 bytes, "a/b", not UTF-8, ...), NULL bus; options valid (`max_peers` 1, 2, 16), NULL or bad. Every reason that applies is allowed: NULL, TOPIC (with the rule in the message), OPTIONS, UNSUPPORTED (an attached handle), CLOSED, NAME_IN_USE (this bus serves already, or another live bus serves the name) |
+//! | 252-255 | `jsonbus_attach`: slot 1 is freed and becomes a handle attached to slot 0's bus (served first under "seq-a" if it serves nothing; NO_BUS if it is closed), `publish_timeout_ms` 0 or 20; or NULL / malformed / unserved names (NULL, TOPIC, NO_BUS with `connect_timeout_ms` 0), bad options (OPTIONS); or, while attached, one more handle: LIMIT with `max_peers` 1, else freed at once |
+//!
+//! Attached: slots 0 and 1 are two views of ONE logical bus. Publishes through either reach
+//! the subscriptions of both, in the hub's one `seq` order. After a publish through the
+//! attached handle the model waits until the hub's `published` says it was numbered (so seq
+//! and routing stay exact); after every message routed to a pull subscription (or a callback
+//! one that ends when slow) in the attached handle, until its stats say it arrived (its
+//! policy acts as deliveries arrive, so its queue, `jsonbus_next`, descriptor and stats stay
+//! exact). Statuses are exact where the contract is (DISCONNECTED from publish, subscribe and
+//! flush of the attached handle once its hub closed; PEER_GONE ends), FULL allowed for a
+//! publish through the attached handle while it may lack the hub's credit (small hub, or
+//! `publish_timeout_ms` 0), and a hub's own publishes count its credit for the attached
+//! process as held. A flush(-1) of either drains both handles' pull subscriptions, flushes
+//! both and checks both: every subscription received exactly its prediction (a prefix where
+//! deliveries were on their way when a handle went away); stats per handle: the hub's
+//! `published` counts every message, its `delivered` includes what it forwarded (between
+//! what surely was and what may have been), its `subscriptions` its forwarders and inbox, its
+//! `peers` 1 and `peers_dropped` 0; the attached handle's `published`, `delivered`,
+//! `queued` (a unit per delivery waiting or handed out there), `subscriptions`, `rejected`,
+//! `timers` are its own. Not made (the model cannot follow them): in the attached handle,
+//! pull subscriptions that share a group or "block" at a limit, callback group members that
+//! end when slow; publishes through it that the hub would park behind this thread's own
+//! pull subscription. Group sums are not checked for groups with members in both handles.
+//! Closing or freeing the hub waits until the attached handle answers DISCONNECTED and every
+//! one of its subscriptions ended (PEER_GONE); closing the attached handle, until the hub
+//! counts no peer. `SEQUENCE_STRICT=1` turns the open findings 8-10 of fuzz/README.md, which
+//! the target allows, into failures.
+//!
 //! The model: a subscription receives, in seq order, every accepted message on a topic its
 //! pattern matches, published while it was live, as its options say. Exact where the contract
 //! makes it deterministic: plain callback subscriptions and those whose `on_full` is "block"
