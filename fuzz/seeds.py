@@ -176,4 +176,114 @@ for n in range(20):
         ops.append(o(call, rng.randint(0, 255), rng.randint(0, 255),
                      rng.randint(0, 255) if call in (10, 19) else None, rng.randint(0, 1)))
     ss.append(seq(ops))
+
+# The 2C calls: opcode 250/251 = jsonbus_serve of slot 0/1, 252-255 = jsonbus_attach (slot 1
+# becomes a handle attached to slot 0's bus; see fuzz_targets/sequence.rs).
+SERVE0, SERVE1, ATTACH = 250, 251, 252
+def x(op, a=0, b=0):
+    return (op, a, b)
+REQ, ASYNC, AFTER, CANCEL = 20, 21, 22, 23
+def o2(call, a=0, b=0, c=None, slot=0):
+    """The opcode of calls 20-23 too (op/20*10 + op%10 = call)."""
+    if call < 20:
+        return o(call, a, b, c, slot)
+    return (40 + 10 * slot + call - 20, a, b) + (() if c is None else (c,))
+LINK = 0x0d  # attach byte: slot 0 capacity 65536 (timeout -1), peer publish_timeout_ms 20, max_peers 2
+s3 = [
+    # serve: valid, twice (NAME_IN_USE), the other slot's name, bad names and options, closed
+    seq([x(SERVE0), x(SERVE0), x(SERVE1, 10), x(SERVE1), x(SERVE1)] + [x(SERVE0, 12 + 16 * i) for i in range(7)] +
+        [x(SERVE0, 11), x(SERVE0, 11, 0x80)] + [x(SERVE1, 0, 0x18 + 0x20 * i) for i in range(8)] +
+        [o(CLOSE), x(SERVE0), o(FREE), x(SERVE0), o(FLUSH)]),
+    # attach: NULL, malformed, unserved names, bad options; then for real, LIMIT, once more
+    seq([x(ATTACH, 10), x(ATTACH, 11), x(ATTACH, 12), x(ATTACH, 13), x(ATTACH, 14), x(ATTACH, 14, 8), x(ATTACH, 15),
+         x(ATTACH, 0, 0xe0), x(ATTACH, 0, 0xf8), x(SERVE0, 0, 0), x(ATTACH, 0, 0x01), x(ATTACH, 9, 0x01),
+         x(SERVE1, 0), o(PUB, 0, 0), o(PUB, 0, 0, slot=1), o(FLUSH)]),
+    seq([x(ATTACH, 0, LINK), x(ATTACH, 9, LINK), x(ATTACH, 9, LINK + 2), o(FLUSH, slot=1), x(ATTACH, 0, LINK), o(FLUSH)]),
+    # one logical bus: subscriptions on both handles, publishes through both, flushes
+    seq([x(ATTACH, 0, LINK), o(SUB, 0, 0), o(SUB, 0, 0, slot=1), o(SUB, 1, 2, slot=1), o(PUB, 1, 0), o(PUB, 1, 1, slot=1),
+         o(BURST, FIVE_A), o(BURST, FIVE_A, slot=1), o(FLUSH), o(STATS, 0), o(STATS, 8, slot=1), o(PUB, 3, 2, slot=1),
+         o(PUB, 8, 0, slot=1), o(PUB, 0, 8, slot=1), o(FLUSH, slot=1), o(UNSUB, 0, slot=1), o(PUB, 0, 0), o(FLUSH)]),
+    # pull subscriptions in the attached process (policies), next, drain, held messages, fds
+    *[seq([x(ATTACH, 0, LINK), o(PULL, 1, opts(2, pol), slot=1), o(FD, slot=1), o(BURST, FIVE_A), o(STATS, slot=1),
+           o(NEXT, 0, 4, slot=1), o(BURST, FIVE_A, slot=1), o(FD, slot=1), o(DRAIN, 0, 1, slot=1), o(FLUSH, 1),
+           o(FLUSH), o(UNSUB, 0, slot=1), o(FLUSH)]) for pol in (1, 2, 3)],
+    # callback subscriptions with policies and end notices in the attached process
+    seq([x(ATTACH, 0, LINK)] + [o(WITH, 0, 0, opts(1, pol), slot=1) for pol in range(4)] +
+        [o(WITH, 1, 0x80, opts(mf=1), slot=1), o(WITH, 1, 2, 0, slot=1), o(BURST, FIVE_A), o(BURST, FIVE_A, slot=1),
+         o(FLUSH), o(STATS, 0, slot=1), o(STATS, 8, slot=1), o(UNSUB, 0, slot=1), o(BURST, FIVE_A), o(FLUSH, slot=1)]),
+    # groups across the two processes
+    seq([x(ATTACH, 0, LINK), o(PULL, 0, opts(group=1)), o(WITH, 0, 0, opts(group=1), slot=1), o(WITH, 0, 0, opts(group=1)),
+         o(BURST, FIVE_A), o(BURST, FIVE_A, slot=1), o(DRAIN), o(FLUSH)]),
+    # the hub closes: the attached handle answers DISCONNECTED, its subscriptions end PEER_GONE
+    seq([x(ATTACH, 0, LINK), o(PULL, 0, slot=1), o(WITH, 0, 0, 0, slot=1), o(SUB, 0, 0, slot=1), o(PUB), o(PUB, 0, 1),
+         o(NEXT, 0, 4, slot=1), o(CLOSE, 2), o(PUB, slot=1), o(PUB, 8, slot=1), o(SUB, 0, slot=1), o(FLUSH, slot=1),
+         o(NEXT, slot=1), o(NEXT, slot=1), o(NEXT, slot=1), o(STATS, 8, slot=1), o(UNSUB, 0, slot=1), o(CLOSE, slot=1)]),
+    seq([x(ATTACH, 0, LINK), o(WITH, 0, 0, 0, slot=1), o(BURST, FIVE_A), o(FREE), o(PUB, slot=1), o(NEW, 0, LINK),
+         x(ATTACH, 0, LINK), o(PUB, slot=1), o(FREE, slot=1), o(PUB), o(FLUSH)]),
+    # the attached handle closes or is freed: the hub lets it go
+    seq([x(ATTACH, 0, LINK), o(PULL, 0, slot=1), o(SUB, 0, 0, slot=1), o(PUB), o(PUB), o(CLOSE, 3, slot=1), o(PUB),
+         o(FLUSH), o(STATS, 0), o(FREE, slot=1), o(PUB), o(FLUSH)]),
+    # requests, timers through the attached handle; a small hub (capacity 2) with its credit
+    seq([x(ATTACH, 0, LINK), o(SUB, 1, slot=0), o2(REQ, 1, 0, slot=1), o2(REQ, 3, 0, slot=1), o2(ASYNC, 1, 0, slot=1),
+         o2(ASYNC, 0x83, 0, slot=1), o2(AFTER, 1, 0, slot=1), o2(CANCEL, 0, slot=1), o2(AFTER, 1, 0, slot=1), o(FLUSH),
+         o(CLOSE, 2, slot=1), o(FLUSH)]),
+    seq([x(ATTACH, 0, 0x24), o(PULL, 0), o(PUB), o(PUB), o(PUB, slot=1), o(PUB, slot=1), o(NEXT), o(PUB, slot=1),
+         o(DRAIN), o(FLUSH), o(PUB, slot=1), o(FLUSH, slot=1)]),
+    seq([x(ATTACH, 0, 0x05), o(PULL, 0, opts(1)), o(PUB), o(PUB, slot=1), o(PUB), o(NEXT), o(PUB, slot=1), o(FLUSH)]),
+]
+ss += s3
+for n in range(12):
+    ops = [x(ATTACH, 0, rng.choice([LINK, 0x0c, 0x0d, 0x2d, 0x24, 0x01]))]
+    for _ in range(rng.randint(10, 50)):
+        call = rng.choice(calls)
+        ops.append(o(call, rng.randint(0, 255), rng.randint(0, 255),
+                     rng.randint(0, 255) if call in (10, 19) else None, rng.randint(0, 1)))
+    ss.append(seq(ops))
 write("sequence", ss)
+
+# hostile_peer: a hello byte, then ops (op % 14, a, b, then the op's own bytes; see the
+# table at the top of fuzz_targets/hostile_peer.rs).
+POKE, HPUB, HACK, HFLUSH, HSUB, HUNSUB, BAD, INDEX, SIGNAL, SOCK, SLEEP, READ, BIGPUB, WANTS = range(14)
+def hp(hello, *ops):
+    return bytes([hello]) + b"".join(bytes(o) for o in ops)
+def hpub(topic=0, payload=0, c=0):
+    return (HPUB, topic, payload, c)
+def hsub(pattern=0, b=0):
+    return (HSUB, pattern, b)
+hs = [
+    hp(0),
+    hp(11, 2, 0, 0, 0), hp(12, 5, 1, 2, 3, 4, 5, 6), hp(13), hp(14), hp(15), hp(15, (SOCK, 11, 0) + tuple(b"JSONBUS\x00\x01\x00\x00\x00")),
+    # a subscriber to everything that reads and acks, publishes within its credit
+    hp(0, hsub(0), hpub(0, 0), hpub(1, 1), (READ, 1, 0), hpub(2, 2), (SLEEP, 0, 200), (READ, 1, 0), (HFLUSH, 0, 7), (READ, 1, 0)),
+    # ... that never acks (holds the hub's capacity) and never reads (stalls: dropped after 50 ms)
+    hp(0, hsub(0), hsub(1, 1), *[(SLEEP, 0, 250)] * 30),
+    hp(0, hsub(0), *[(READ, 0, 0), (SLEEP, 0, 250)] * 20),
+    # acks of real, repeated and unknown tokens; a parent token
+    hp(0, hsub(1), (SLEEP, 0, 100), (READ, 0, 0), hpub(0, 0, 0x20), (HACK, 0, 0), (HACK, 2, 0), (HACK, 3, 9)),
+    # invalid publishes (bad topic / payload / reply) and beyond the credit
+    *[hp(0, hpub(t, 0)) for t in (8, 9, 10, 11, 12, 13)],
+    *[hp(0, hpub(0, p)) for p in range(5, 11)],
+    hp(0, hpub(0, 0, 0xc0)), hp(0, *[hpub(0, 0, 1)] * 8),
+    # subscribes: every pattern and group, an id used twice, unsubscribes
+    hp(0, *[hsub(p + 16 * g, p) for p in range(11) for g in range(4)]),
+    hp(0, hsub(0, 5), hsub(1, 0x80), (HUNSUB, 0, 0), (HUNSUB, 1, 200), hpub(0, 0)),
+    # a big publish in two fragments, within and beyond the credit
+    hp(0, (BIGPUB, 0, 0), (BIGPUB, 7, 255), hsub(0), (READ, 1, 0)),
+    # every malformed-record variant
+    *[hp(0, (BAD, v, b) + tuple(range(1, 60))) for v in range(12) for b in (0, 1, 2, 3)],
+    # indices set to random or nearby values, pokes at every area, signals, socket garbage
+    *[hp(0, hsub(0), (INDEX, w, v, 8, 0, 3), hpub(0, 0), (READ, 0, 0)) for w in range(4) for v in range(4)],
+    *[hp(0, (POKE, area, 7, 1, 2, 3, 4, 5, 6, 7, 8, 0x10, 0), hpub(0, 0), (READ, 1, 0)) for area in range(8)],
+    hp(0, (POKE, 0x82, 15) + (0xff,) * 16 + (0, 0), hpub()),
+    hp(0, (SIGNAL, 0, 3), (SIGNAL, 2, 3), (SIGNAL, 3, 1), (WANTS, 3, 0), (WANTS, 0, 0)),
+    hp(0, (SOCK, 11, 7) + tuple(b"JSONBUS\x00\x01\x00\x00\x00"), hpub()),
+    hp(0, (SOCK, 3, 2, 1, 2, 3, 4)),
+]
+write("hostile_peer", hs)
+# a peer that takes its own big deliveries but never reads them: its down ring fills and the hub
+# drops it after peer_stall_timeout_ms (50 ms)
+write("hostile_peer", [hp(0, hsub(0), (BIGPUB, 0, 0), (SLEEP, 0, 100), (BIGPUB, 2, 0), *[(SLEEP, 0, 250)] * 40),
+                       hp(0, hsub(3), (BIGPUB, 0, 9), (READ, 0, 0), (BIGPUB, 2, 0), (BIGPUB, 4, 0), *[(SLEEP, 0, 250)] * 40)])
+# the down ring's head set past the hub's tail: the hub finds it once the ring seems full
+write("hostile_peer", [hp(0, hsub(0), (INDEX, 2, 3, 5), (BIGPUB, 0, 0), (SLEEP, 0, 100), (BIGPUB, 2, 0), (SLEEP, 0, 200), (BIGPUB, 4, 0), *[(SLEEP, 0, 250)] * 10),
+                       hp(0, hsub(0), (INDEX, 2, 0, 40), (BIGPUB, 0, 0), (SLEEP, 0, 100), (BIGPUB, 2, 0), (SLEEP, 0, 200), (BIGPUB, 4, 0), *[(SLEEP, 0, 250)] * 10)])

@@ -32,6 +32,7 @@ targets=(
     "options options 1024"
     "patterns topics 2048"
     "sequence - 512"
+    "hostile_peer - 2048"
 )
 for spec in "${targets[@]}"; do
     read -r target dict max_len <<<"$spec"

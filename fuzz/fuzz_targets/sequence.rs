@@ -30,6 +30,40 @@
 //! | 22 | `jsonbus_publish_after` (60 s: never due during an input): an id, or a publish's errors (FULL only from the bus's capacity); pending timers are held (`queued`), counted in `timers`, and discarded into `dropped` by close |
 //! | 23 | `jsonbus_cancel` of a pending timer of the bus (OK), or of one cancelled, discarded, of another bus, or unknown (NOT_FOUND) |
 //!
+//! Opcodes 250-255 (which no committed input used; they meant calls 0-5 before) are the 2C
+//! calls, with two argument bytes:
+//!
+//! | opcode | what |
+//! |---|---|
+//! | 250, 251 | `jsonbus_serve` of slot 0 / 1: its own name ("seq-a" / "seq-b"), the other slot's, NULL, malformed ("", ".x", 65 bytes, "a/b", not UTF-8, ...), NULL bus; options valid (`max_peers` 1, 2, 16), NULL or bad. Every reason that applies is allowed: NULL, TOPIC (with the rule in the message), OPTIONS, UNSUPPORTED (an attached handle), CLOSED, NAME_IN_USE (this bus serves already, or another live bus serves the name) |
+//! | 252-255 | `jsonbus_attach`: slot 1 is freed and becomes a handle attached to slot 0's bus (served first under "seq-a" if it serves nothing; NO_BUS if it is closed), `publish_timeout_ms` 0 or 20; or NULL / malformed / unserved names (NULL, TOPIC, NO_BUS with `connect_timeout_ms` 0), bad options (OPTIONS); or, while attached, one more handle: LIMIT with `max_peers` 1, else freed at once |
+//!
+//! Attached: slots 0 and 1 are two views of ONE logical bus. Publishes through either reach
+//! the subscriptions of both, in the hub's one `seq` order. After a publish through the
+//! attached handle the model waits until the hub's `published` says it was numbered (so seq
+//! and routing stay exact); after every message routed to a pull subscription (or a callback
+//! one that ends when slow) in the attached handle, until its stats say it arrived (its
+//! policy acts as deliveries arrive, so its queue, `jsonbus_next`, descriptor and stats stay
+//! exact). Statuses are exact where the contract is (DISCONNECTED from publish, subscribe and
+//! flush of the attached handle once its hub closed; PEER_GONE ends), FULL allowed for a
+//! publish through the attached handle while it may lack the hub's credit (small hub, or
+//! `publish_timeout_ms` 0), and a hub's own publishes count its credit for the attached
+//! process as held. A flush(-1) of either drains both handles' pull subscriptions, flushes
+//! both and checks both: every subscription received exactly its prediction (a prefix where
+//! deliveries were on their way when a handle went away); stats per handle: the hub's
+//! `published` counts every message, its `delivered` includes what it forwarded (between
+//! what surely was and what may have been), its `subscriptions` its forwarders and inbox, its
+//! `peers` 1 and `peers_dropped` 0; the attached handle's `published`, `delivered`,
+//! `queued` (a unit per delivery waiting or handed out there), `subscriptions`, `rejected`,
+//! `timers` are its own. Not made (the model cannot follow them): in the attached handle,
+//! pull subscriptions that share a group or "block" at a limit, callback group members that
+//! end when slow; publishes through it that the hub would park behind this thread's own
+//! pull subscription. Group sums are not checked for groups with members in both handles.
+//! Closing or freeing the hub waits until the attached handle answers DISCONNECTED and every
+//! one of its subscriptions ended (PEER_GONE); closing the attached handle, until the hub
+//! counts no peer. `SEQUENCE_STRICT=1` turns the open findings 8-10 of fuzz/README.md, which
+//! the target allows, into failures.
+//!
 //! The model: a subscription receives, in seq order, every accepted message on a topic its
 //! pattern matches, published while it was live, as its options say. Exact where the contract
 //! makes it deterministic: plain callback subscriptions and those whose `on_full` is "block"
@@ -106,11 +140,47 @@ const END_NAMES: [(i32, &str); 6] = [
 ];
 /// A positive return other than UNSUBSCRIBE, which counts as OK.
 const OK_TOO: i32 = 2;
+/// Names slots 0 and 1 serve; one nobody serves; malformed ones (the rule: 1-64 bytes of
+/// `A-Za-z0-9._-`, not starting with '.').
+const NAMES: [&str; 2] = ["seq-a", "seq-b"];
+const UNSERVED: &str = "seq-none";
+const BAD_NAMES: [&[u8]; 7] = [
+    b"",
+    b".x",
+    b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    b"a/b",
+    b"a\xffb",
+    b"a b",
+    b"..",
+];
+const BAD_SERVE_OPTIONS: [&[u8]; 8] = [
+    br#"{"max_peers":0}"#,
+    br#"{"peer_ring_bytes":65537}"#,
+    br#"{"peer_ring_bytes":32768}"#,
+    br#"{"peer_stall_timeout_ms":-2}"#,
+    br#"{"allow_group":2}"#,
+    br#"{"max_peers":1,"max_peers":1}"#,
+    br#"{"queue_capacity":1}"#,
+    b"{\"max_peers\":\xff}",
+];
+const BAD_ATTACH_OPTIONS: [&[u8]; 4] = [
+    br#"{"max_depth":3}"#,
+    br#"{"connect_timeout_ms":-2}"#,
+    br#"{"max_peers":1}"#,
+    br#"{"queue_capacity":0}"#,
+];
 
 /// `SEQUENCE_TRACE=1` prints every op and what it returned (for reading a reproducer).
 fn tracing() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("SEQUENCE_TRACE").is_some())
+}
+
+/// `SEQUENCE_STRICT=1` makes the open findings the target otherwise allows failures (see
+/// fuzz/README.md, findings 8-10), to replay their reproducers.
+fn strict() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("SEQUENCE_STRICT").is_some())
 }
 
 macro_rules! trace {
@@ -237,6 +307,8 @@ struct Shared {
     id: AtomicI64,
     bus: AtomicPtr<jsonbus>,
     returns: Returns,
+    /// Made through an attached handle: it may also end PEER_GONE.
+    remote: bool,
     /// Set once unsubscribe returned OK, or the bus closed: no callback may run after.
     ended: AtomicBool,
     in_callback: AtomicBool,
@@ -304,7 +376,7 @@ extern "C" fn on_end(subscription: i64, reason: i32, user_data: *mut c_void) {
     assert_eq!(subscription, s.id.load(SeqCst), "end notice: wrong id");
     let name = end_name(reason);
     assert!(
-        name != "JSONBUS_END_UNKNOWN" && reason != JSONBUS_END_PEER_GONE,
+        name != "JSONBUS_END_UNKNOWN" && (reason != JSONBUS_END_PEER_GONE || s.remote),
         "end notice with reason {reason} ({name})"
     );
     assert_eq!(text(jsonbus_end_reason_name(reason)), name);
@@ -420,6 +492,9 @@ struct Cb {
     /// Its notice's reason was checked.
     notice_checked: bool,
     life: Life,
+    /// What it received may be only the start of what was routed to it: deliveries on their
+    /// way from the hub were lost when the hub or this handle went away.
+    lossy: bool,
     /// Messages routed to it for sure (exact subscriptions: up to the one its returns end it at).
     want: Vec<Msg>,
     /// Every message that may have been routed to it.
@@ -455,6 +530,13 @@ struct Sub {
     /// Deliveries routed to it: for sure, at most.
     routed: (u64, u64),
     kind: Kind,
+    /// Made through the attached handle in slot 1: the hub forwards its deliveries.
+    remote: bool,
+    /// The hub has surely let go of its forwarding subscription (it is only told of an end
+    /// made in the attached process later, in the ring).
+    hub_gone: bool,
+    /// Unsubscribed by the fuzz thread: the hub has read of its end once a later flush is done.
+    told_hub: bool,
 }
 
 impl Sub {
@@ -462,6 +544,14 @@ impl Sub {
         match &self.kind {
             Kind::Cb(c) => matches!(c.life, Life::Live | Life::Dying),
             Kind::Pull(p) => p.ended.is_none() && !p.released,
+        }
+    }
+    /// Whether the hub may still route to it: a subscription of the attached handle has a
+    /// forwarder there until the hub reads of its end (or lets the process go).
+    fn at_hub_possibly(&self) -> bool {
+        match self.remote {
+            true => !self.hub_gone,
+            false => self.possibly_live(),
         }
     }
     fn surely_live(&self) -> bool {
@@ -508,6 +598,7 @@ impl Sub {
             };
             match c.life {
                 Life::Closed { lossy: true } => want.starts_with(&got),
+                _ if c.lossy => want.starts_with(&got),
                 _ => got == want,
             }
         } else {
@@ -602,6 +693,7 @@ impl Sub {
         // up to `queue_limit` messages may be neither queued nor dropped yet in its stats.
         let r = k.delivered + k.dropped + k.queued;
         let lo = match n.reason {
+            _ if c.lossy => 0,
             JSONBUS_END_SLOW => routed.0.saturating_sub(limit),
             _ => routed.0,
         };
@@ -655,6 +747,22 @@ struct Bus {
     timer_drops: u64,
     /// `jsonbus_request_async` calls that returned OK: each reply callback runs once.
     asyncs: Vec<Box<AsyncRec>>,
+    /// The name it serves (a hub), and its `max_peers`.
+    serving: Option<&'static str>,
+    max_peers: usize,
+    /// An attached handle (only ever in slot 1, attached to slot 0's bus).
+    attached: bool,
+    /// A hub: deliveries its attached handle's subscriptions were routed, which it counts in
+    /// `delivered` when it forwards them (for sure, at most); a let-go of the attached process
+    /// may count them again in `dropped`.
+    forwards: (u64, u64),
+    /// A hub: groups that had a member in the attached process (their sums are not checked).
+    groups_remote: [bool; 2],
+    /// An attached handle: lost deliveries on their way (its hub went away, or it closed), so
+    /// its counts' lower bounds no longer hold.
+    lossy: bool,
+    /// A hub: an attached process was let go, discarding forwards not yet made.
+    forwards_lost: bool,
 }
 
 /// What the reply callback of one async request saw.
@@ -662,13 +770,20 @@ struct Bus {
 struct AsyncRec {
     calls: AtomicI64,
     status: AtomicI64,
+    /// Sent through an attached handle: the hub's answer that nothing matched comes later
+    /// (NO_RESPONDERS), and a hub that goes away answers DISCONNECTED.
+    remote: bool,
 }
 
 extern "C" fn on_reply(status: i32, reply: *const jsonbus_message, user_data: *mut c_void) {
     // SAFETY: our `AsyncRec`, kept until its bus is closed and checked.
     let r = unsafe { &*(user_data as *const AsyncRec) };
     assert!(
-        status == JSONBUS_ERR_TIMEOUT || status == JSONBUS_ERR_CLOSED,
+        status == JSONBUS_ERR_TIMEOUT
+            || status == JSONBUS_ERR_CLOSED
+            || (r.remote && status == JSONBUS_ERR_DISCONNECTED)
+            // Finding 10: through an attached handle "no responders" comes to the callback.
+            || (r.remote && status == JSONBUS_ERR_NO_RESPONDERS && !strict()),
         "a reply callback got {} though nobody replies",
         name(status)
     );
@@ -677,6 +792,7 @@ extern "C" fn on_reply(status: i32, reply: *const jsonbus_message, user_data: *m
         "a reply callback got a reply with {}",
         name(status)
     );
+    trace!("  reply callback: {}", name(status));
     r.status.store(status as i64, SeqCst);
     assert_eq!(
         r.calls.fetch_add(1, SeqCst),
@@ -719,6 +835,9 @@ struct Risk {
     may_full: bool,
     /// It would wait for the fuzz thread's own jsonbus_next or release: for ever with -1.
     hang: bool,
+    /// A hub would park it, taken from its attached process, until the fuzz thread makes room
+    /// in one of its own pull subscriptions ("block" at its limit).
+    parks: bool,
 }
 
 /// What jsonbus_next must do.
@@ -735,6 +854,16 @@ struct World {
     subs: Vec<Sub>,
     held: Vec<Held>,
     next_serial: u64,
+    /// Slot 1 is attached to slot 0's bus.
+    link: Option<Link>,
+}
+
+/// Slot 1's handle is attached to the bus in slot 0, which serves `name`.
+struct Link {
+    hub: u64,
+    peer: u64,
+    /// The hub was closed or freed: the attached handle is disconnected.
+    gone: bool,
 }
 
 impl World {
@@ -765,6 +894,13 @@ impl World {
             timers: Vec::new(),
             timer_drops: 0,
             asyncs: Vec::new(),
+            serving: None,
+            max_peers: 0,
+            attached: false,
+            forwards: (0, 0),
+            groups_remote: [false; 2],
+            lossy: false,
+            forwards_lost: false,
         });
     }
 
@@ -774,6 +910,41 @@ impl World {
             self.new_bus(slot, b);
         }
         self.slots[slot].as_mut().unwrap()
+    }
+
+    /// Slot 1 is attached to slot 0's bus, and that hub is still there.
+    fn link_live(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| !l.gone)
+    }
+
+    /// Whether the handles `a` and `b` are views of one logical bus now.
+    fn same_bus(&self, a: u64, b: u64) -> bool {
+        a == b
+            || self
+                .link
+                .as_ref()
+                .is_some_and(|l| !l.gone && ((a, b) == (l.hub, l.peer) || (b, a) == (l.hub, l.peer)))
+    }
+
+    /// The slot of the handle `serial`.
+    fn slot_of(&self, serial: u64) -> Option<usize> {
+        (0..2).find(|&i| self.slots[i].as_ref().is_some_and(|b| b.serial == serial))
+    }
+
+    fn ptr_of(&self, serial: u64) -> *mut jsonbus {
+        self.slot_of(serial)
+            .map_or(null_mut(), |i| self.slots[i].as_ref().unwrap().ptr)
+    }
+
+    /// The hub's credit window for its attached process (units of its capacity it holds).
+    fn window(&self) -> usize {
+        match self.link_live() {
+            true => {
+                let hub = self.slots[0].as_ref().unwrap();
+                (hub.opts.queue_capacity as usize / (4 * hub.max_peers)).clamp(1, 1024)
+            }
+            false => 0,
+        }
     }
 
     /// A subscription of any bus, or (which % 8 == 7, or none yet) an id nobody has.
@@ -805,7 +976,9 @@ impl World {
         seqs.len()
     }
 
-    /// What bus `serial` holds against its capacity: pull messages and pending timers.
+    /// What bus `serial` holds against its capacity: pull messages and pending timers. A hub
+    /// also holds what its attached process's pull subscriptions have not released (each
+    /// message once); an attached handle holds a unit per delivery waiting or handed out here.
     fn held(&self, serial: u64) -> usize {
         let timers = self
             .slots
@@ -813,7 +986,39 @@ impl World {
             .flatten()
             .find(|b| b.serial == serial)
             .map_or(0, |b| b.timers.len());
-        self.pull_held(serial) + timers
+        let hub = self.link.as_ref().filter(|l| !l.gone).map(|l| (l.hub, l.peer));
+        let attached = self.slot_of(serial).is_some_and(|i| self.slots[i].as_ref().unwrap().attached);
+        let pulls = match hub {
+            Some((h, p)) if h == serial => {
+                let mut seqs = BTreeSet::new();
+                for s in self.subs.iter().filter(|s| s.bus == h || s.bus == p) {
+                    if let Kind::Pull(q) = &s.kind {
+                        seqs.extend(q.queue.iter().map(|m| m.0));
+                    }
+                }
+                seqs.extend(
+                    self.held
+                        .iter()
+                        .filter(|x| x.bus == h || x.bus == p)
+                        .map(|x| x.msg.0),
+                );
+                seqs.len()
+            }
+            _ if attached => {
+                let queued: usize = self
+                    .subs
+                    .iter()
+                    .filter(|s| s.bus == serial)
+                    .map(|s| match &s.kind {
+                        Kind::Pull(q) => q.queue.len(),
+                        Kind::Cb(_) => 0,
+                    })
+                    .sum();
+                queued + self.held.iter().filter(|x| x.bus == serial).count()
+            }
+            _ => self.pull_held(serial),
+        };
+        pulls + timers
     }
 
     /// Releases held messages whose time has come.
@@ -876,21 +1081,30 @@ impl World {
         let bus = self.slots[slot].as_ref().unwrap();
         let cap = bus.opts.queue_capacity as usize;
         let held = self.held(bus.serial);
+        // A hub holds units of its capacity as credit for its attached process (by no
+        // message): a full bus for sure only by what the model counts, possibly with them.
+        let credit = match self.link_live() && slot == 0 {
+            true => self.window(),
+            false => 0,
+        };
         let mut r = Risk {
             must_full: held >= cap,
-            may_full: cap < 65536 || held >= cap,
-            hang: held >= cap,
+            may_full: cap < 65536 || held + credit >= cap,
+            hang: held + credit >= cap,
+            parks: false,
         };
         let targets: Vec<&Sub> = self
             .subs
             .iter()
             .filter(|s| {
-                s.bus == bus.serial
-                    && s.possibly_live()
+                self.same_bus(s.bus, bus.serial)
+                    && s.at_hub_possibly()
                     && matches(s.pattern.as_bytes(), topic.as_bytes())
             })
             .collect();
-        for s in targets.iter().filter(|s| s.opts.group.is_none()) {
+        // A subscription in the attached process has no limit at the hub (its forwarder):
+        // its own limit holds up that process's link, never a publish.
+        for s in targets.iter().filter(|s| s.opts.group.is_none() && !s.remote) {
             if s.opts.on_full != OnFull::Block || s.opts.limit == 0 {
                 continue;
             }
@@ -899,20 +1113,23 @@ impl World {
                 if !s.opts.has_room(p.queue.len()) {
                     r.must_full = true;
                     r.hang = true;
+                    r.parks = true;
                 }
             }
         }
         for g in 0..GROUPS.len() {
             let members: Vec<&&Sub> = targets.iter().filter(|s| s.opts.group == Some(g)).collect();
             // Surely room: a pull member with room, or a callback member without a limit that
-            // is surely still a member (a dying one may have left the group).
+            // is surely still a member (a dying one may have left the group), or a member in
+            // the attached process (no limit at the hub).
             let room = members.iter().any(|m| match &m.kind {
+                _ if m.remote => m.surely_live(),
                 Kind::Pull(p) => m.opts.has_room(p.queue.len()),
                 Kind::Cb(_) => m.opts.limit == 0 && m.surely_live(),
             });
             let blockers: Vec<&&&Sub> = members
                 .iter()
-                .filter(|m| m.opts.on_full == OnFull::Block)
+                .filter(|m| m.opts.on_full == OnFull::Block && !m.remote)
                 .collect();
             if members.is_empty() || room || blockers.is_empty() {
                 continue;
@@ -920,8 +1137,9 @@ impl World {
             r.may_full = true;
             if blockers.iter().any(|m| m.cb().is_none()) {
                 r.hang = true;
+                r.parks = true;
             }
-            if members.iter().all(|m| m.cb().is_none()) && blockers.len() == members.len() {
+            if members.iter().all(|m| m.cb().is_none() && !m.remote) && blockers.len() == members.len() {
                 r.must_full = true;
             }
         }
@@ -936,6 +1154,10 @@ impl World {
     fn publish_as(&mut self, slot: usize, t: u8, p: u8, how: Send) {
         self.bus(slot, t ^ p);
         let bus = self.slots[slot].as_ref().unwrap();
+        // Through an attached handle (its timers stay here until they fire), to the hub.
+        let attached = bus.attached;
+        let to_hub = attached && how != Send::After;
+        let linked = attached && self.link_live();
         let topic = TOPICS[t as usize % TOPICS.len()];
         let payload: Box<[u8]> = PAYLOADS[p as usize % PAYLOADS.len()].into();
         let mut allowed = payload_verdict(
@@ -949,27 +1171,50 @@ impl World {
             allowed = Err(why);
         }
         let mut risk = match allowed.is_ok() && !bus.closed {
+            true if attached => Risk::default(),
             true => self.risk(slot, topic),
             false => Risk::default(),
         };
+        if to_hub && linked && allowed.is_ok() && !bus.closed {
+            // It takes a unit of the hub's credit: FULL when none came within its
+            // publish_timeout_ms (0: at once) - the hub's capacity is small, or it is full.
+            let hub = self.slots[0].as_ref().unwrap();
+            let cap = hub.opts.queue_capacity as usize;
+            risk.may_full = bus.opts.publish_timeout_ms == 0
+                || cap < 65536
+                || self.held(hub.serial) + self.window() >= cap;
+            let at_hub = self.risk(0, topic);
+            if at_hub.parks {
+                // The hub would hold it (and everything behind it in the ring) until this
+                // thread takes from its own pull subscription: the model does not follow.
+                trace!("  publish {topic:?} through the attached handle skipped: the hub would park it");
+                return;
+            }
+        }
         if how == Send::After {
             // A timer only takes capacity now; subscriptions' limits matter when it fires.
             let held = self.held(bus.serial);
             let cap = bus.opts.queue_capacity as usize;
+            // A hub's credit for its attached process takes capacity too.
+            let credit = match slot == 0 && self.link_live() {
+                true => self.window(),
+                false => 0,
+            };
             risk = Risk {
                 must_full: risk.must_full && held >= cap,
-                may_full: held >= cap,
-                hang: held >= cap,
+                may_full: held + credit >= cap,
+                hang: held + credit >= cap,
+                parks: false,
             };
         }
         // Whether a subscription matches for sure, or may (a dying one may have ended).
         let matching = |surely: bool| {
             self.subs.iter().any(|s| {
-                s.bus == bus.serial
+                self.same_bus(s.bus, bus.serial)
                     && matches(s.pattern.as_bytes(), topic.as_bytes())
                     && match surely {
                         true => s.surely_live(),
-                        false => s.possibly_live(),
+                        false => s.at_hub_possibly(),
                     }
             })
         };
@@ -1005,7 +1250,10 @@ impl World {
                 rc
             }
             Send::Async(timeout) => {
-                let r = Box::new(AsyncRec::default());
+                let r = Box::new(AsyncRec {
+                    remote: attached,
+                    ..AsyncRec::default()
+                });
                 let ud = &*r as *const AsyncRec as *mut c_void;
                 rec = Some(r);
                 jsonbus_request_async(ptr, ctopic.as_ptr(), json, len, timeout, Some(on_reply), ud)
@@ -1025,9 +1273,12 @@ impl World {
             String::from_utf8_lossy(&payload),
             name(rc)
         );
-        // What an accepted request returns: nobody replies.
+        // What an accepted request returns: nobody replies. Through an attached handle the
+        // hub's answer that nothing matched comes later (see fuzz/README.md, findings).
         let accepted = match how {
             Send::Publish | Send::After => vec![JSONBUS_OK],
+            Send::Request if to_hub && !strict() => vec![JSONBUS_ERR_TIMEOUT, JSONBUS_ERR_NO_RESPONDERS],
+            Send::Async(_) if to_hub && !strict() => vec![JSONBUS_OK, JSONBUS_ERR_NO_RESPONDERS],
             Send::Request if surely => vec![JSONBUS_ERR_TIMEOUT],
             Send::Request if maybe => vec![JSONBUS_ERR_TIMEOUT, JSONBUS_ERR_NO_RESPONDERS],
             Send::Async(_) if surely => vec![JSONBUS_OK],
@@ -1041,6 +1292,9 @@ impl World {
         if bus.closed {
             // Guarantee 8: a closed bus answers CLOSED, whatever the arguments.
             ok_codes = vec![JSONBUS_ERR_CLOSED];
+        } else if to_hub && !linked && allowed.is_ok() {
+            // Guarantee 23: the hub went away.
+            ok_codes = vec![JSONBUS_ERR_DISCONNECTED];
         } else if allowed.is_ok() && risk.must_full {
             ok_codes = vec![JSONBUS_ERR_FULL];
         } else if allowed.is_ok() && risk.may_full && timeout >= 0 {
@@ -1073,25 +1327,63 @@ impl World {
             _ => {}
         }
         bus.seq += 1;
+        if attached {
+            // The hub numbers it when it reads it: wait for that, so that seq and routing are
+            // what the model says (nothing else publishes meanwhile).
+            let seq = self.slots[0].as_ref().unwrap().seq + 1;
+            self.await_hub_published(seq, topic);
+            self.slots[0].as_mut().unwrap().seq = seq;
+            let msg: Msg = (seq, topic.as_bytes().to_vec(), payload.to_vec());
+            self.route(0, topic, msg);
+            return;
+        }
         let msg: Msg = (bus.seq, topic.as_bytes().to_vec(), payload.to_vec());
         self.route(slot, topic, msg);
     }
 
-    /// Where an accepted message went.
+    /// Waits until the hub has taken the attached handle's publish number `seq`.
+    fn await_hub_published(&self, seq: u64, topic: &str) {
+        let hub = self.slots[0].as_ref().unwrap().ptr;
+        let start = std::time::Instant::now();
+        loop {
+            let st = stats(hub);
+            let n = stat(&st, "published");
+            assert!(
+                n <= seq,
+                "the hub numbered {n} messages; the model knows of {seq}: {st}"
+            );
+            if n == seq {
+                return;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(2),
+                "the hub did not take the attached handle's publish on {topic:?} within 2 s: {st}"
+            );
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+    }
+
+    /// Where an accepted message went. `slot` is the bus that numbered it (the hub, for a
+    /// message of a linked pair); subscriptions of both handles of a linked pair are routed.
     fn route(&mut self, slot: usize, topic: &str, msg: Msg) {
         let (serial, ptr) = {
             let b = self.slots[slot].as_ref().unwrap();
             (b.serial, b.ptr)
         };
+        let peer = self.link.as_ref().filter(|l| !l.gone && l.hub == serial).map(|l| l.peer);
+        // Routings at the hub (its forwarders included), at the attached handle, forwards.
         let (mut sure, mut maybe) = (0u64, 0u64);
+        let (mut peer_sure, mut peer_maybe) = (0u64, 0u64);
+        let (mut fwd_sure, mut fwd_maybe) = (0u64, 0u64);
         let mut ask_slow = Vec::new();
+        let mut arrivals = Vec::new();
         let mut group_sure = [false; 2];
         let mut group_any = [false; 2];
         let hits: Vec<usize> = (0..self.subs.len())
             .filter(|&i| {
                 let s = &self.subs[i];
-                s.bus == serial
-                    && s.possibly_live()
+                self.same_bus(s.bus, serial)
+                    && s.at_hub_possibly()
                     && matches(s.pattern.as_bytes(), topic.as_bytes())
             })
             .collect();
@@ -1102,15 +1394,22 @@ impl World {
                 group_sure[g] |= s.surely_live();
                 continue;
             }
+            let remote = s.remote;
+            if !s.possibly_live() {
+                // Ended in the attached process, and the hub may not know yet: it forwards,
+                // the attached process drops it.
+                maybe += 1;
+                fwd_maybe += 1;
+                continue;
+            }
             let opts = s.opts;
-            match &mut s.kind {
+            let surely = match &mut s.kind {
                 Kind::Cb(c) => {
                     c.cand.push(msg.clone());
-                    if c.life == Life::Dying {
-                        maybe += 1;
+                    let surely = c.life != Life::Dying;
+                    if !surely {
                         s.routed.1 += 1;
                     } else {
-                        sure += 1;
                         s.routed.0 += 1;
                         s.routed.1 += 1;
                         let r = c.shared.returns;
@@ -1126,13 +1425,30 @@ impl World {
                     }
                     if opts.may_end_slow() {
                         ask_slow.push(i);
+                        if remote && surely {
+                            arrivals.push(i);
+                        }
                     }
+                    surely
                 }
                 Kind::Pull(p) => {
-                    sure += 1;
                     s.routed.0 += 1;
                     s.routed.1 += 1;
                     offer(p, &opts, msg.clone(), s.id);
+                    if remote {
+                        arrivals.push(i);
+                    }
+                    true
+                }
+            };
+            match (surely, remote) {
+                (true, false) => sure += 1,
+                (false, false) => maybe += 1,
+                (true, true) => {
+                    (sure, peer_sure, fwd_sure) = (sure + 1, peer_sure + 1, fwd_sure + 1);
+                }
+                (false, true) => {
+                    (maybe, peer_maybe, fwd_maybe) = (maybe + 1, peer_maybe + 1, fwd_maybe + 1);
                 }
             }
         }
@@ -1152,6 +1468,14 @@ impl World {
                 .copied()
                 .filter(|&i| self.subs[i].opts.group == Some(g))
                 .collect();
+            let remote_members = members.iter().filter(|&&i| self.subs[i].remote).count() as u64;
+            if remote_members > 0 {
+                // The hub may forward it to one of them (counted in its `delivered`).
+                let bus = self.slots[slot].as_mut().unwrap();
+                bus.groups_remote[g] = true;
+                fwd_maybe += 1;
+                peer_maybe += 1;
+            }
             self.route_group(ptr, g, &members, &msg, &mut ask_slow);
         }
         let bus = self.slots[slot].as_mut().unwrap();
@@ -1159,10 +1483,65 @@ impl World {
         bus.routings.1 += sure + maybe;
         bus.unrouted.0 += (sure + maybe == 0) as u64;
         bus.unrouted.1 += (sure == 0) as u64;
+        bus.forwards.0 += fwd_sure;
+        bus.forwards.1 += fwd_sure + fwd_maybe;
+        if let Some(p) = peer.and_then(|p| self.slot_of(p)) {
+            let pb = self.slots[p].as_mut().unwrap();
+            pb.routings.0 += peer_sure;
+            pb.routings.1 += peer_sure + peer_maybe;
+        }
+        // What the model predicts exactly in the attached process must have arrived there
+        // before the next op looks (its policies act as deliveries arrive).
+        for i in arrivals {
+            self.await_arrival(i);
+        }
         for i in ask_slow {
-            self.ask_slow(ptr, i);
+            self.ask_slow(i);
         }
         self.check_fds(serial);
+        if let Some(p) = peer {
+            self.check_fds(p);
+        }
+    }
+
+    /// Waits until a delivery routed to subscription `i` of the attached handle has arrived:
+    /// a pull subscription's stats are what the model says; one that ends when slow has
+    /// counted every message routed to it, or has ended.
+    fn await_arrival(&self, i: usize) {
+        let s = &self.subs[i];
+        let ptr = self.ptr_of(s.bus);
+        let start = std::time::Instant::now();
+        loop {
+            let r = sub_stats(ptr, s.id);
+            let done = match (&s.kind, &r) {
+                (Kind::Pull(p), Ok(v)) => {
+                    let want = Counts {
+                        queued: p.queue.len() as u64,
+                        max_queued: p.max_queued,
+                        delivered: p.taken.len() as u64,
+                        dropped: p.dropped,
+                        failures: 0,
+                    };
+                    counts(v) == want && stat_ended(v).as_deref() == p.ended.map(end_name)
+                }
+                (Kind::Cb(_), Ok(v)) => {
+                    let k = counts(v);
+                    stat_ended(v).is_some() || k.delivered + k.dropped + k.queued >= s.routed.0
+                }
+                (Kind::Cb(_), Err(JSONBUS_ERR_NOT_FOUND)) => true,
+                (_, Err(c)) => panic!("stats of {} in the attached handle: {}", s.desc(), name(*c)),
+            };
+            if done {
+                return;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(2),
+                "a delivery to {} in the attached handle did not arrive within 2 s: {:?}",
+                s.desc(),
+                r
+            );
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
     }
 
     /// One member of group `g` got `msg`: which, as far as the pull members tell (their stats
@@ -1250,7 +1629,9 @@ impl World {
         if !s.opts.has_room(p.queue.len()) {
             for &j in members.iter().filter(|&&j| j != i) {
                 let o = &self.subs[j];
+                // A member in the attached process has no limit at the hub.
                 let room = match &o.kind {
+                    _ if o.remote => o.surely_live(),
                     Kind::Pull(q) => o.opts.has_room(q.queue.len()),
                     Kind::Cb(_) => o.opts.limit == 0 && o.surely_live(),
                 };
@@ -1278,8 +1659,9 @@ impl World {
 
     /// After a publish that reached a callback subscription with "end": did it end SLOW?
     /// (Only a publish ends it so, so asking after each one pins the moment down.)
-    fn ask_slow(&mut self, ptr: *mut jsonbus, i: usize) {
+    fn ask_slow(&mut self, i: usize) {
         let s = &self.subs[i];
+        let ptr = self.ptr_of(s.bus);
         let Kind::Cb(c) = &s.kind else { return };
         if !s.possibly_live() {
             return;
@@ -1345,10 +1727,29 @@ impl World {
         };
         // An end notice, except (bit 0x20) for some that cannot end on their own.
         let with_notice = how == How::With && (b & 0x20 == 0 || returns.can_end());
+        // Through the attached handle: the hub forwards its deliveries.
+        let remote = self.slots[slot].as_ref().unwrap().attached;
+        let valid_now = !closed && text.is_ok() && topic_ok(pattern.as_bytes(), true);
+        if remote && valid_now && self.link_live() {
+            // What the model cannot follow across processes is not made (see fuzz/README.md):
+            // a pull subscription that would hold up the attached process's link ("block"
+            // at its limit) or that shares a group (which member the hub picks, seen only
+            // later there), and a callback group member that ends when slow (its end is
+            // seen only later).
+            let skip = match how {
+                How::Pull => opts.group.is_some() || (opts.limit > 0 && opts.on_full == OnFull::Block),
+                _ => opts.group.is_some() && opts.may_end_slow(),
+            };
+            if skip {
+                trace!("  subscribe {pattern:?} {text:?} through the attached handle: not made");
+                return;
+            }
+        }
         let shared = Box::new(Shared {
             id: AtomicI64::new(0),
             bus: AtomicPtr::new(ptr),
             returns,
+            remote,
             ended: AtomicBool::new(false),
             in_callback: AtomicBool::new(false),
             notice_began: AtomicBool::new(false),
@@ -1379,6 +1780,11 @@ impl World {
         trace!("  subscribe {pattern:?} {text:?} {:?}: {id}", returns);
         let valid = topic_ok(pattern.as_bytes(), true);
         let codes: Vec<i64> = if closed {
+            vec![JSONBUS_ERR_CLOSED as i64]
+        } else if remote && valid_now && !self.link_live() {
+            // The hub went away (guarantee 23).
+            vec![JSONBUS_ERR_DISCONNECTED as i64]
+        } else if closed {
             // Guarantee 8: a closed bus answers CLOSED, whatever else is wrong.
             vec![JSONBUS_ERR_CLOSED as i64]
         } else if text.is_err() && !valid {
@@ -1421,6 +1827,7 @@ impl World {
                 on_end: with_notice,
                 notice_checked: false,
                 life: Life::Live,
+                lossy: false,
                 want: Vec::new(),
                 cand: Vec::new(),
                 run: 0,
@@ -1433,6 +1840,9 @@ impl World {
             opts,
             routed: (0, 0),
             kind,
+            remote,
+            hub_gone: false,
+            told_hub: false,
         };
         // Its options as the stats tell them back; nothing counted yet.
         let v = sub_stats(ptr, id)
@@ -1466,13 +1876,18 @@ impl World {
             }
             // Live or ended on its own: released either way (guarantee 14).
             assert_eq!(rc, JSONBUS_OK, "unsubscribe of {desc}: {}", last_error());
+            // Ended by this call: it told the hub (in the ring) before it returned.
+            let told = p.ended.is_none();
             p.released = true;
             p.fd = None;
             p.dropped += p.queue.len() as u64;
             p.queue.clear();
             p.ended.get_or_insert(JSONBUS_END_UNSUBSCRIBED);
+            s.told_hub |= told;
             return;
         }
+        // An unsubscribe returns once the end is complete, after the hub was told of it.
+        s.told_hub = true;
         let Kind::Cb(c) = &mut s.kind else {
             unreachable!()
         };
@@ -1778,7 +2193,7 @@ impl World {
             assert_eq!(k.queued, 0, "stats of {desc}: {v}");
             let r = k.delivered + k.dropped;
             assert!(
-                s.routed.0 <= r && r <= s.routed.1,
+                (c.lossy || s.routed.0 <= r) && r <= s.routed.1,
                 "stats of {desc}: delivered + dropped = {r}: {v}"
             );
         } else {
@@ -1807,8 +2222,19 @@ impl World {
 
     fn flush(&mut self, slot: usize, t: u8) {
         let bus = self.bus(slot, t);
-        let closed = bus.closed;
         let serial = bus.serial;
+        if self.link_live() && self.link.as_ref().is_some_and(|l| l.hub == serial || l.peer == serial) {
+            return self.flush_linked(slot, t);
+        }
+        let bus = self.slots[slot].as_ref().unwrap();
+        if bus.attached && !bus.closed {
+            // Its hub went away (guarantee 23).
+            let rc = jsonbus_flush(bus.ptr, if t & 1 == 0 { -1 } else { 0 });
+            check_last(rc, "flush");
+            assert_eq!(rc, JSONBUS_ERR_DISCONNECTED, "flush of an attached handle whose hub is gone: {}", last_error());
+            return;
+        }
+        let closed = bus.closed;
         let timeout = if t & 1 == 0 { -1 } else { 0 };
         if timeout < 0 && !closed {
             // flush waits for pulled messages too: take and release them first.
@@ -1937,19 +2363,57 @@ impl World {
             (bus.seq, bus.unrouted, bus.routings, bus.groups, held)
         );
         assert_eq!(stat(&st, "published"), bus.seq, "{ctx}");
-        assert_eq!(stat(&st, "delivered"), delivered, "{ctx}");
+        // A hub counts the deliveries it forwards to its attached process in `delivered`
+        // (those of subscriptions that ended there but not yet at the hub too); a let-go of
+        // that process discards forwards not made.
+        let d = stat(&st, "delivered");
+        let lo = match bus.forwards_lost {
+            true => delivered,
+            false => delivered + bus.forwards.0,
+        };
+        assert!(
+            lo <= d && d <= delivered + bus.forwards.1,
+            "delivered: the model says {delivered} here, and forwards {:?}: {ctx}",
+            bus.forwards
+        );
         assert_eq!(stat(&st, "callback_failures"), failures, "{ctx}");
         assert_eq!(stat(&st, "queued"), held, "{ctx}");
         assert_eq!(stat(&st, "timers"), bus.timers.len() as u64, "{ctx}");
-        assert_eq!(stat(&st, "subscriptions"), live, "{ctx}");
+        // A hub's subscriptions include its attached process's: a forwarder for each, until
+        // the hub reads of its end, and one for the replies to its requests.
+        let (mut lo, mut hi) = (live, live);
+        if let Some(l) = self.link.as_ref().filter(|l| !l.gone && l.hub == serial) {
+            for s in self.subs.iter().filter(|s| s.bus == l.peer) {
+                lo += s.surely_live() as u64;
+                hi += s.at_hub_possibly() as u64;
+            }
+            (lo, hi) = (lo + 1, hi + 1);
+        }
+        let n = stat(&st, "subscriptions");
+        assert!(lo <= n && n <= hi, "subscriptions: the model says {lo}..={hi}: {ctx}");
+        if bus.serving.is_some() || bus.forwards != (0, 0) || self.link.as_ref().is_some_and(|l| l.hub == serial) {
+            let peers = self.link.as_ref().is_some_and(|l| !l.gone && l.hub == serial) as u64;
+            assert!(
+                st.get("peers").is_none() && bus.closed
+                    || (stat(&st, "peers"), stat(&st, "peers_dropped")) == (peers, 0),
+                "peers: the model says {peers}, none dropped: {ctx}"
+            );
+        }
         let u = stat(&st, "unrouted");
         assert!(
             bus.unrouted.0 <= u && u <= bus.unrouted.1,
             "unrouted: {ctx}"
         );
-        let r = delivered + stat(&st, "dropped") - bus.timer_drops + waiting;
+        // Deliveries on their way to an attached process are neither delivered nor dropped
+        // there when its subscription ends or the hub goes; a hub may count a forwarded
+        // delivery again as dropped when it lets that process go.
+        let r = d + stat(&st, "dropped") - bus.timer_drops + waiting;
+        let lo = match bus.attached {
+            true => 0,
+            false => bus.routings.0,
+        };
         assert!(
-            bus.routings.0 <= r && r <= bus.routings.1,
+            lo <= r && r <= bus.routings.1 + bus.forwards.1,
             "delivered + dropped + waiting = {r}: {ctx}"
         );
         for (i, (reason, _)) in REASONS.iter().enumerate() {
@@ -1960,6 +2424,10 @@ impl World {
             );
         }
         for g in 0..GROUPS.len() {
+            if bus.attached || bus.groups_remote[g] {
+                // Members in two processes: not summed (see fuzz/README.md).
+                continue;
+            }
             if let Some(n) = group_counts[g] {
                 let (lo, hi) = bus.groups[g];
                 assert!(
@@ -1988,6 +2456,17 @@ impl World {
         let rc = jsonbus_close(ptr, timeout);
         check_last(rc, "close");
         trace!("  close({timeout}): {}", name(rc));
+        if !was_closed {
+            // A closed bus serves no name; a hub lets its attached handle go first.
+            let bus = self.slots[slot].as_mut().unwrap();
+            bus.serving = None;
+            let attached = bus.attached;
+            match (slot, attached) {
+                (0, _) => self.hub_closed(),
+                (_, true) => self.peer_closed(),
+                _ => {}
+            }
+        }
         if timeout < 0 || was_closed {
             assert_eq!(
                 rc,
@@ -2017,7 +2496,7 @@ impl World {
                     c.shared.ended.store(true, SeqCst);
                     if matches!(c.life, Life::Live | Life::Dying) {
                         c.life = Life::Closed {
-                            lossy: rc == JSONBUS_ERR_TIMEOUT,
+                            lossy: rc == JSONBUS_ERR_TIMEOUT || c.lossy,
                         };
                     }
                 }
@@ -2048,6 +2527,20 @@ impl World {
         }
         let mut bus = self.slots[slot].take().unwrap();
         jsonbus_free(bus.ptr);
+        trace!("  free");
+        if !bus.closed && slot == 0 {
+            // The hub lets its attached handle go first; the handle is in slot 1 still.
+            let attached = self.link.as_ref().is_some_and(|l| l.hub == serial);
+            self.slots[0] = Some(bus);
+            if attached {
+                self.hub_closed();
+            }
+            bus = self.slots[0].take().unwrap();
+        } else if bus.attached {
+            self.slots[slot] = Some(bus);
+            self.peer_closed();
+            bus = self.slots[slot].take().unwrap();
+        }
         World::timers_and_requests_done(&mut bus, "after free");
         for s in self.subs.iter_mut().filter(|s| s.bus == serial) {
             let allowed = s.allowed(JSONBUS_END_CLOSED);
@@ -2055,7 +2548,7 @@ impl World {
                 Kind::Cb(c) => {
                     c.shared.ended.store(true, SeqCst);
                     if matches!(c.life, Life::Live | Life::Dying) {
-                        c.life = Life::Closed { lossy: false };
+                        c.life = Life::Closed { lossy: c.lossy };
                     }
                 }
                 Kind::Pull(p) => {
@@ -2134,6 +2627,435 @@ impl World {
             "JSONBUS_END_* are > 0 and distinct"
         );
     }
+
+    // -----------------------------------------------------------------------------------
+    // 2C: serve and attach
+
+    /// `jsonbus_serve` of the bus in `slot`: a valid name (its own, or the other slot's), a
+    /// NULL or malformed one, NULL bus; options valid (`max_peers` 1, 2 or 16), NULL, or bad.
+    fn serve(&mut self, slot: usize, a: u8, b: u8) {
+        self.bus(slot, a);
+        let bus = self.slots[slot].as_ref().unwrap();
+        let (ptr, serial, closed, attached) = (bus.ptr, bus.serial, bus.closed, bus.attached);
+        let (name, bad_name): (Option<Vec<u8>>, bool) = match a % 16 {
+            0..=9 => (Some(NAMES[slot].as_bytes().to_vec()), false),
+            10 => (Some(NAMES[1 - slot].as_bytes().to_vec()), false),
+            11 => (None, false),
+            _ => (Some(BAD_NAMES[(a >> 4) as usize % BAD_NAMES.len()].to_vec()), true),
+        };
+        let null_bus = a % 16 == 11 && b & 0x80 != 0;
+        let max_peers = [1, 2, 16, 16][(b & 3) as usize];
+        let (text, bad_options): (Option<Vec<u8>>, bool) = match (b >> 2) % 8 {
+            0..=4 => (
+                Some(
+                    format!(
+                        "{{\"max_peers\":{max_peers},\"peer_ring_bytes\":65536,\"peer_stall_timeout_ms\":{},\"allow_group\":{}}}",
+                        [-1, 10000][(b >> 5 & 1) as usize],
+                        b >> 6 & 1
+                    )
+                    .into_bytes(),
+                ),
+                false,
+            ),
+            5 => (None, false),
+            _ => (Some(BAD_SERVE_OPTIONS[(b >> 5) as usize % BAD_SERVE_OPTIONS.len()].to_vec()), true),
+        };
+        let max_peers = if text.is_none() { 16 } else { max_peers };
+        let in_use = !bad_name
+            && name.as_ref().is_some_and(|n| {
+                self.slots
+                    .iter()
+                    .flatten()
+                    .any(|o| o.serving.is_some_and(|s| s.as_bytes() == n.as_slice()))
+            });
+        let mut why = Vec::new();
+        if null_bus || name.is_none() {
+            why.push(JSONBUS_ERR_NULL);
+        }
+        if bad_name {
+            why.push(JSONBUS_ERR_TOPIC);
+        }
+        if bad_options {
+            why.push(JSONBUS_ERR_OPTIONS);
+        }
+        if !null_bus {
+            if attached {
+                why.push(JSONBUS_ERR_UNSUPPORTED);
+            }
+            if closed {
+                why.push(JSONBUS_ERR_CLOSED);
+            }
+            if in_use || bus.serving.is_some() {
+                why.push(JSONBUS_ERR_NAME_IN_USE);
+            }
+        }
+        let cname = name.as_ref().map(|n| CString::new(n.clone()).unwrap());
+        let ctext = text.as_ref().map(|t| CString::new(t.clone()).unwrap());
+        let rc = jsonbus_serve(
+            if null_bus { null_mut() } else { ptr },
+            cname.as_ref().map_or(null(), |c| c.as_ptr()),
+            ctext.as_ref().map_or(null(), |c| c.as_ptr()),
+        );
+        check_last(rc, "jsonbus_serve");
+        trace!(
+            "  serve {:?} {:?} (bus {serial}{}): {}",
+            name.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()),
+            text.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+            if null_bus { " NULL" } else { "" },
+            name_of(rc)
+        );
+        match why.is_empty() {
+            true => assert_eq!(rc, JSONBUS_OK, "jsonbus_serve: {}", last_error()),
+            false => {
+                assert!(
+                    why.contains(&rc),
+                    "jsonbus_serve returned {} ({}); expected one of {:?}",
+                    name_of(rc),
+                    last_error(),
+                    why.iter().map(|&c| name_of(c)).collect::<Vec<_>>()
+                );
+                // "with the rule in the message" - finding 9: not for a name that is not UTF-8.
+                let utf8 = name.as_ref().is_none_or(|n| std::str::from_utf8(n).is_ok());
+                if rc == JSONBUS_ERR_TOPIC && (utf8 || strict()) {
+                    assert!(last_error().contains("1-64 bytes"), "{}", last_error());
+                }
+                return;
+            }
+        }
+        let bus = self.slots[slot].as_mut().unwrap();
+        bus.serving = Some(if a % 16 == 10 { NAMES[1 - slot] } else { NAMES[slot] });
+        bus.max_peers = max_peers;
+        let st = stats(ptr);
+        assert_eq!((stat(&st, "peers"), stat(&st, "peers_dropped")), (0, 0), "{st}");
+    }
+
+    /// `jsonbus_attach`: slot 1 becomes a handle attached to slot 0's bus (served first under
+    /// "seq-a" if it serves no name); or a NULL, malformed or unserved name, bad options; or,
+    /// while attached, one more handle (LIMIT with `max_peers` 1, else freed at once).
+    fn attach(&mut self, a: u8, b: u8) {
+        let timeout = [0, 20][(b & 1) as usize];
+        let threads = 1 + (b >> 1 & 1);
+        let mut valid = format!(
+            "{{\"publish_timeout_ms\":{timeout},\"connect_timeout_ms\":0,\"dispatcher_threads\":{threads}"
+        );
+        if b & 4 != 0 {
+            valid.push_str(",\"queue_capacity\":65536,\"dispatcher_spin_us\":0");
+        }
+        valid.push('}');
+        let bad_options = b >> 5 == 7;
+        let text = match bad_options {
+            true => BAD_ATTACH_OPTIONS[(b >> 3 & 3) as usize].to_vec(),
+            false => valid.into_bytes(),
+        };
+        let variant = a % 16;
+        let probe = |name: Option<&[u8]>, want: &[i32]| {
+            let cname = name.map(|n| CString::new(n.to_vec()).unwrap());
+            let ctext = CString::new(text.clone()).unwrap();
+            let h = jsonbus_attach(cname.as_ref().map_or(null(), |c| c.as_ptr()), ctext.as_ptr());
+            let code = jsonbus_last_status();
+            trace!(
+                "  attach {:?} {:?}: {}",
+                name.map(String::from_utf8_lossy),
+                String::from_utf8_lossy(&text),
+                if h.is_null() { name_of(code) } else { "a handle".into() }
+            );
+            if !h.is_null() {
+                jsonbus_free(h);
+                panic!("jsonbus_attach({:?}) gave a handle; expected {:?}", name.map(String::from_utf8_lossy), want.iter().map(|&c| name_of(c)).collect::<Vec<_>>());
+            }
+            check_last(code, "jsonbus_attach");
+            assert!(
+                want.contains(&code),
+                "jsonbus_attach({:?}) failed with {} ({}); expected one of {:?}",
+                name.map(String::from_utf8_lossy),
+                name_of(code),
+                last_error(),
+                want.iter().map(|&c| name_of(c)).collect::<Vec<_>>()
+            );
+            let utf8 = name.is_none_or(|n| std::str::from_utf8(n).is_ok());
+            if code == JSONBUS_ERR_TOPIC && (utf8 || strict()) {
+                assert!(last_error().contains("1-64 bytes"), "{}", last_error());
+            }
+        };
+        let with_options = |code: i32| match bad_options {
+            true => vec![code, JSONBUS_ERR_OPTIONS],
+            false => vec![code],
+        };
+        match variant {
+            10 => return probe(None, &with_options(JSONBUS_ERR_NULL)),
+            11..=14 => {
+                let n = BAD_NAMES[(variant as usize - 11 + (b as usize >> 3)) % BAD_NAMES.len()];
+                return probe(Some(n), &with_options(JSONBUS_ERR_TOPIC));
+            }
+            15 => return probe(Some(UNSERVED.as_bytes()), &with_options(JSONBUS_ERR_NO_BUS)),
+            _ => {}
+        }
+        if bad_options {
+            let name = self.slots[0].as_ref().and_then(|b| b.serving).unwrap_or(NAMES[0]);
+            return probe(Some(name.as_bytes()), &[JSONBUS_ERR_OPTIONS]);
+        }
+        if variant == 9 && self.link_live() {
+            // One more attached handle, freed at once (or refused by max_peers 1).
+            let hub = self.slots[0].as_ref().unwrap();
+            let (name, max_peers) = (hub.serving.unwrap(), hub.max_peers);
+            if max_peers == 1 {
+                // Finding 8: the refusal is lost and the attach answers DISCONNECTED.
+                return match strict() {
+                    true => probe(Some(name.as_bytes()), &[JSONBUS_ERR_LIMIT]),
+                    false => probe(Some(name.as_bytes()), &[JSONBUS_ERR_LIMIT, JSONBUS_ERR_DISCONNECTED]),
+                };
+            }
+            let cname = CString::new(name).unwrap();
+            let ctext = CString::new(text).unwrap();
+            let h = jsonbus_attach(cname.as_ptr(), ctext.as_ptr());
+            assert!(!h.is_null(), "a second jsonbus_attach({name:?}): {}", last_error());
+            check_last(JSONBUS_OK, "jsonbus_attach");
+            self.await_peers(2);
+            jsonbus_free(h);
+            self.await_peers(1);
+            trace!("  attach {name:?} once more, freed");
+            return;
+        }
+        // Slot 1 is replaced: free what it held first (with max_peers 1 an attached handle
+        // there would be refused the place).
+        self.free(1);
+        self.bus(0, b);
+        let hub = self.slots[0].as_ref().unwrap();
+        if hub.closed {
+            // A closed bus serves nothing.
+            return probe(Some(NAMES[0].as_bytes()), &[JSONBUS_ERR_NO_BUS]);
+        }
+        if hub.serving.is_none() {
+            self.serve(0, 0, b & 0x63);
+            assert!(self.slots[0].as_ref().unwrap().serving.is_some());
+        }
+        let hub = self.slots[0].as_ref().unwrap();
+        let (name, hub_serial, hub_ptr, hub_opts) = (hub.serving.unwrap(), hub.serial, hub.ptr, hub.opts.clone());
+        let cname = CString::new(name).unwrap();
+        let ctext = CString::new(text.clone()).unwrap();
+        let ptr = jsonbus_attach(cname.as_ptr(), ctext.as_ptr());
+        trace!("  attach {name:?} {:?}: {ptr:?}", String::from_utf8_lossy(&text));
+        assert!(!ptr.is_null(), "jsonbus_attach({name:?}): {}", last_error());
+        check_last(JSONBUS_OK, "jsonbus_attach");
+        let st = stats(hub_ptr);
+        assert_eq!(stat(&st, "peers"), 1, "the hub once jsonbus_attach returned: {st}");
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        self.slots[1] = Some(Bus {
+            ptr,
+            serial,
+            opts: Opts {
+                dispatcher_threads: threads as i64,
+                queue_capacity: 65536,
+                publish_timeout_ms: timeout,
+                // The hub's.
+                max_message_bytes: hub_opts.max_message_bytes,
+                max_depth: hub_opts.max_depth,
+                dispatcher_spin_us: if b & 4 != 0 { 0 } else { 100 },
+            },
+            closed: false,
+            seq: 0,
+            rejected: [0; 6],
+            unrouted: (0, 0),
+            routings: (0, 0),
+            groups: [(0, 0); 2],
+            timers: Vec::new(),
+            timer_drops: 0,
+            asyncs: Vec::new(),
+            serving: None,
+            max_peers: 0,
+            attached: true,
+            forwards: (0, 0),
+            groups_remote: [false; 2],
+            lossy: false,
+            forwards_lost: false,
+        });
+        self.link = Some(Link {
+            hub: hub_serial,
+            peer: serial,
+            gone: false,
+        });
+    }
+
+    /// Waits until the hub in slot 0 counts `n` attached processes (it notices one that went
+    /// away within 100 ms, guarantee 23; allowed here: 2 s).
+    fn await_peers(&self, n: u64) {
+        let hub = self.slots[0].as_ref().unwrap().ptr;
+        let start = std::time::Instant::now();
+        loop {
+            let st = stats(hub);
+            assert_eq!(stat(&st, "peers_dropped"), 0, "the hub dropped a well-behaved attached handle: {st}");
+            if stat(&st, "peers") == n {
+                return;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(2),
+                "the hub does not count {n} attached processes within 2 s: {st}"
+            );
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+    }
+
+    /// The attached handle in slot 1 was closed or freed: the hub lets it go.
+    fn peer_closed(&mut self) {
+        let Some(link) = self.link.take() else { return };
+        for s in self.subs.iter_mut().filter(|s| s.bus == link.peer) {
+            s.hub_gone = true;
+            if let Kind::Cb(c) = &mut s.kind {
+                c.lossy = true;
+            }
+        }
+        if link.gone {
+            return;
+        }
+        if let Some(hub) = self.slots[0].as_mut() {
+            hub.forwards_lost = true;
+        }
+        self.await_peers(0);
+    }
+
+    /// The hub in slot 0 was closed or freed: the attached handle notices (its flush answers
+    /// DISCONNECTED), and each of its subscriptions ends PEER_GONE once what it received was
+    /// delivered (a pull subscription keeps its queue).
+    fn hub_closed(&mut self) {
+        let Some(link) = self.link.as_mut() else { return };
+        if link.gone {
+            return;
+        }
+        link.gone = true;
+        let peer = link.peer;
+        let slot = self.slot_of(peer).unwrap();
+        let ptr = self.slots[slot].as_ref().unwrap().ptr;
+        self.slots[slot].as_mut().unwrap().lossy = true;
+        let start = std::time::Instant::now();
+        loop {
+            let rc = jsonbus_flush(ptr, 0);
+            check_last(rc, "flush of the attached handle after its hub closed");
+            if rc == JSONBUS_ERR_DISCONNECTED {
+                break;
+            }
+            assert!(
+                rc == JSONBUS_ERR_TIMEOUT || rc == JSONBUS_OK,
+                "flush(0) of an attached handle whose hub is closing: {}",
+                name(rc)
+            );
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(2),
+                "the attached handle still does not answer DISCONNECTED 2 s after its hub closed"
+            );
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        for i in 0..self.subs.len() {
+            let s = &self.subs[i];
+            if s.bus != peer {
+                continue;
+            }
+            let live = s.possibly_live();
+            let desc = s.desc();
+            self.subs[i].hub_gone = true;
+            if !live {
+                if let Kind::Cb(c) = &mut self.subs[i].kind {
+                    c.lossy = true;
+                }
+                continue;
+            }
+            let start = std::time::Instant::now();
+            let reason = loop {
+                match sub_stats(ptr, self.subs[i].id) {
+                    Ok(v) => {
+                        if let Some(n) = stat_ended(&v) {
+                            break END_NAMES.iter().find(|r| r.1 == n).unwrap().0;
+                        }
+                    }
+                    Err(JSONBUS_ERR_NOT_FOUND) => {
+                        // Forgotten: its end notice ran.
+                        let Kind::Cb(c) = &self.subs[i].kind else {
+                            panic!("{desc} is unknown after its hub closed")
+                        };
+                        let n = *lock(&c.shared.notice);
+                        break n.map_or(JSONBUS_END_PEER_GONE, |n| n.reason);
+                    }
+                    Err(c) => panic!("stats of {desc}: {}", name(c)),
+                }
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(2),
+                    "{desc} has not ended 2 s after its hub closed"
+                );
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            };
+            let s = &mut self.subs[i];
+            let mut allowed = s.allowed(JSONBUS_END_PEER_GONE);
+            if s.opts.may_end_slow() {
+                allowed.push(JSONBUS_END_SLOW);
+            }
+            assert!(
+                allowed.contains(&reason),
+                "{desc} ended {} after its hub closed; the model allows {:?}",
+                end_name(reason),
+                allowed.iter().map(|&r| end_name(r)).collect::<Vec<_>>()
+            );
+            trace!("  {} ended {}", s.id, end_name(reason));
+            match &mut s.kind {
+                Kind::Cb(c) => {
+                    c.life = Life::SelfEnded(reason);
+                    c.lossy = true;
+                }
+                Kind::Pull(p) => {
+                    p.ended = Some(reason);
+                }
+            }
+        }
+        self.check_fds(peer);
+    }
+
+    /// A flush of either handle of a linked pair. With -1: both handles' pull subscriptions
+    /// are drained and held messages released first, then the attached handle and the hub are
+    /// flushed (so everything published before is done everywhere), and both are checked.
+    fn flush_linked(&mut self, slot: usize, t: u8) {
+        let timeout = if t & 1 == 0 { -1 } else { 0 };
+        if timeout == 0 {
+            let ptr = self.slots[slot].as_ref().unwrap().ptr;
+            let hub = self.link.as_ref().unwrap().hub;
+            let pending = self.held(hub) > self.slots[0].as_ref().unwrap().timers.len();
+            let rc = jsonbus_flush(ptr, 0);
+            check_last(rc, "flush");
+            trace!("  flush(0) of a linked handle: {}", name(rc));
+            match pending {
+                true => assert_eq!(rc, JSONBUS_ERR_TIMEOUT, "flush(0) with pull messages held"),
+                false => assert!(rc == JSONBUS_OK || rc == JSONBUS_ERR_TIMEOUT, "flush(0): {}", name(rc)),
+            }
+            return;
+        }
+        self.quiesce(1);
+        self.quiesce(0);
+        for s in [1, 0] {
+            let ptr = self.slots[s].as_ref().unwrap().ptr;
+            let rc = jsonbus_flush(ptr, -1);
+            check_last(rc, "flush");
+            trace!("  flush(-1) of slot {s} (linked): {}", name(rc));
+            assert_eq!(rc, JSONBUS_OK, "flush(-1) of slot {s}: {}", last_error());
+        }
+        let peer = self.link.as_ref().unwrap().peer;
+        for s in self.subs.iter_mut().filter(|s| s.bus == peer) {
+            s.hub_gone |= s.told_hub;
+        }
+        self.settled(1, "after flush (attached handle)");
+        self.settled(0, "after flush (hub)");
+        // A group's message goes to one member, whichever process it is in.
+        let hub = self.link.as_ref().unwrap().hub;
+        for g in 0..GROUPS.len() {
+            let mut seqs = BTreeSet::new();
+            for s in self.subs.iter().filter(|s| (s.bus == hub || s.bus == peer) && s.opts.group == Some(g)) {
+                let got: Vec<u64> = match &s.kind {
+                    Kind::Cb(c) => lock(&c.shared.seen).got.iter().map(|m| m.0).collect(),
+                    Kind::Pull(p) => p.taken.iter().copied().chain(p.queue.iter().map(|m| m.0)).collect(),
+                };
+                for q in got {
+                    assert!(seqs.insert(q), "group {:?}: two members got message {q}", GROUPS[g]);
+                }
+            }
+        }
+    }
 }
 
 /// A message offered to a pull subscription, as its policy says (exact: only the fuzz thread
@@ -2164,18 +3086,31 @@ fn offer(p: &mut Pl, opts: &SOpts, msg: Msg, id: i64) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    private_runtime_dir("sequence");
     let mut input = Bytes(data);
     let mut w = World {
         slots: [None, None],
         subs: Vec::new(),
         held: Vec::new(),
         next_serial: 0,
+        link: None,
     };
     for _ in 0..96 {
         if input.is_empty() {
             break;
         }
         let op = input.u8();
+        if op >= 250 {
+            // The 2C calls (opcodes that mapped to calls 0-5 before).
+            let (a, b) = (input.u8(), input.u8());
+            trace!("op {op}: 2C call {} ({a}, {b})", op - 250);
+            w.tick();
+            match op {
+                250 | 251 => w.serve((op - 250) as usize, a, b),
+                _ => w.attach(a, b),
+            }
+            continue;
+        }
         let slot = (op / 10 % 2) as usize;
         let call = (op / 20 * 10 + op % 10) % 24;
         let (a, b) = (input.u8(), input.u8());

@@ -8,8 +8,8 @@ use std::ffi::{c_char, CStr, CString};
 // ---------------------------------------------------------------------------------------
 // Status codes
 
-/// Every code a fallible export may return (ids aside).
-pub const DOCUMENTED: [i32; 17] = [
+/// Every code a fallible export may return (ids aside), the 2C codes included.
+pub const DOCUMENTED: [i32; 23] = [
     JSONBUS_OK,
     JSONBUS_UNSUBSCRIBE,
     JSONBUS_ERR_NULL,
@@ -27,6 +27,12 @@ pub const DOCUMENTED: [i32; 17] = [
     JSONBUS_ERR_ENDED,
     JSONBUS_ERR_UNSUPPORTED,
     JSONBUS_ERR_NO_RESPONDERS,
+    JSONBUS_ERR_NO_BUS,
+    JSONBUS_ERR_NAME_IN_USE,
+    JSONBUS_ERR_PERMISSION,
+    JSONBUS_ERR_DISCONNECTED,
+    JSONBUS_ERR_PEER,
+    JSONBUS_ERR_LIMIT,
 ];
 
 pub fn name(code: i32) -> String {
@@ -570,4 +576,57 @@ impl<'a> Bytes<'a> {
             None => std::mem::take(&mut self.0),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// 2C: a private directory for bus names
+
+extern "C" fn remove_runtime_dir() {
+    if let Some(d) = RUNTIME_DIR.get() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+static RUNTIME_DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Points `XDG_RUNTIME_DIR` at a fresh private (0700) directory, once per process, so that the
+/// bus names of the targets meet nobody else's (and the user's real directory is never
+/// touched): `/tmp/jsonbus-fuzz-<uid>/<tag>-<pid>`. It is removed at exit; libFuzzer often
+/// ends a process without running `atexit` handlers (a crash, a time-out, `_Exit`), so each
+/// new process also removes the directories of processes that are gone. Returns it.
+pub fn private_runtime_dir(tag: &str) -> &'static str {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    RUNTIME_DIR.get_or_init(|| {
+        // SAFETY: geteuid takes no arguments and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        let parent = std::path::PathBuf::from(format!("/tmp/jsonbus-fuzz-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&parent);
+        let meta = std::fs::symlink_metadata(&parent).expect("the fuzz name directory");
+        assert!(
+            meta.is_dir() && meta.uid() == uid && meta.mode() & 0o077 == 0,
+            "{} is not a private directory of this user",
+            parent.display()
+        );
+        if let Ok(entries) = std::fs::read_dir(&parent) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = parent.join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .expect("the fuzz name directory");
+        let dir = dir.to_string_lossy().into_owned();
+        // Before any jsonbus call reads it: the first thing an input does.
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+        // SAFETY: registers a plain extern "C" function.
+        unsafe { libc::atexit(remove_runtime_dir) };
+        dir
+    })
 }
