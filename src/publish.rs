@@ -124,13 +124,13 @@ impl Shared {
         if self.tracker.is_closed() {
             return Err(closed_error("cannot publish"));
         }
+        topic::check(topic, Kind::Topic)?;
+        validate::check_payload(json, self.options.max_message_bytes, self.options.max_depth)?;
         // An attached bus whose hub is gone says so before it would wait for local room.
         #[cfg(target_os = "linux")]
         if let Some(link) = self.link() {
             link.check()?;
         }
-        topic::check(topic, Kind::Topic)?;
-        validate::check_payload(json, self.options.max_message_bytes, self.options.max_depth)?;
         let message = self.spares.message(topic, json, reply);
         let room = match wait.timeout_ms {
             0 if self.tracker.try_reserve() => Room::Taken,

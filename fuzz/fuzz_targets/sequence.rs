@@ -51,8 +51,8 @@
 //! process as held. A flush(-1) of either drains both handles' pull subscriptions, flushes
 //! both and checks both: every subscription received exactly its prediction (a prefix where
 //! deliveries were on their way when a handle went away); stats per handle: the hub's
-//! `published` counts every message, its `delivered` includes what it forwarded (between
-//! what surely was and what may have been), its `subscriptions` its forwarders and inbox, its
+//! `published` counts every message, its `delivered` its own callbacks only (not what it
+//! forwarded), its `subscriptions` its forwarders (not the inbox it keeps for the peer), its
 //! `peers` 1 and `peers_dropped` 0; the attached handle's `published`, `delivered`,
 //! `queued` (a unit per delivery waiting or handed out there), `subscriptions`, `rejected`,
 //! `timers` are its own. Not made (the model cannot follow them): in the attached handle,
@@ -61,8 +61,7 @@
 //! pull subscription. Group sums are not checked for groups with members in both handles.
 //! Closing or freeing the hub waits until the attached handle answers DISCONNECTED and every
 //! one of its subscriptions ended (PEER_GONE); closing the attached handle, until the hub
-//! counts no peer. `SEQUENCE_STRICT=1` turns the open findings 8-10 of fuzz/README.md, which
-//! the target allows, into failures.
+//! counts no peer. Findings 8-10 of fuzz/README.md are fixed and checked.
 //!
 //! The model: a subscription receives, in seq order, every accepted message on a topic its
 //! pattern matches, published while it was live, as its options say. Exact where the contract
@@ -174,13 +173,6 @@ const BAD_ATTACH_OPTIONS: [&[u8]; 4] = [
 fn tracing() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("SEQUENCE_TRACE").is_some())
-}
-
-/// `SEQUENCE_STRICT=1` makes the open findings the target otherwise allows failures (see
-/// fuzz/README.md, findings 8-10), to replay their reproducers.
-fn strict() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("SEQUENCE_STRICT").is_some())
 }
 
 macro_rules! trace {
@@ -669,6 +661,7 @@ impl Sub {
         let routed = self.routed;
         let limit = self.opts.limit as u64;
         let desc = self.desc();
+        let remote = self.remote;
         let Kind::Cb(c) = &mut self.kind else { return };
         let notice = *lock(&c.shared.notice);
         if !c.on_end {
@@ -692,8 +685,11 @@ impl Sub {
         // SLOW: the notice may run while the publisher discards the queue (see `on_end`), so
         // up to `queue_limit` messages may be neither queued nor dropped yet in its stats.
         let r = k.delivered + k.dropped + k.queued;
+        // In the attached handle a delivery the hub routed before it read of the end may still
+        // be on its way when the end notice runs: it is counted (dropped) by the bus when it
+        // comes, not in the stats the notice saw.
         let lo = match n.reason {
-            _ if c.lossy => 0,
+            _ if c.lossy || remote => 0,
             JSONBUS_END_SLOW => routed.0.saturating_sub(limit),
             _ => routed.0,
         };
@@ -781,9 +777,7 @@ extern "C" fn on_reply(status: i32, reply: *const jsonbus_message, user_data: *m
     assert!(
         status == JSONBUS_ERR_TIMEOUT
             || status == JSONBUS_ERR_CLOSED
-            || (r.remote && status == JSONBUS_ERR_DISCONNECTED)
-            // Finding 10: through an attached handle "no responders" comes to the callback.
-            || (r.remote && status == JSONBUS_ERR_NO_RESPONDERS && !strict()),
+            || (r.remote && status == JSONBUS_ERR_DISCONNECTED),
         "a reply callback got {} though nobody replies",
         name(status)
     );
@@ -1277,8 +1271,6 @@ impl World {
         // hub's answer that nothing matched comes later (see fuzz/README.md, findings).
         let accepted = match how {
             Send::Publish | Send::After => vec![JSONBUS_OK],
-            Send::Request if to_hub && !strict() => vec![JSONBUS_ERR_TIMEOUT, JSONBUS_ERR_NO_RESPONDERS],
-            Send::Async(_) if to_hub && !strict() => vec![JSONBUS_OK, JSONBUS_ERR_NO_RESPONDERS],
             Send::Request if surely => vec![JSONBUS_ERR_TIMEOUT],
             Send::Request if maybe => vec![JSONBUS_ERR_TIMEOUT, JSONBUS_ERR_NO_RESPONDERS],
             Send::Async(_) if surely => vec![JSONBUS_OK],
@@ -1292,8 +1284,8 @@ impl World {
         if bus.closed {
             // Guarantee 8: a closed bus answers CLOSED, whatever the arguments.
             ok_codes = vec![JSONBUS_ERR_CLOSED];
-        } else if to_hub && !linked && allowed.is_ok() {
-            // Guarantee 23: the hub went away.
+        } else if attached && !linked && allowed.is_ok() {
+            // Guarantee 23: the hub went away (a timer, which could never publish, too).
             ok_codes = vec![JSONBUS_ERR_DISCONNECTED];
         } else if allowed.is_ok() && risk.must_full {
             ok_codes = vec![JSONBUS_ERR_FULL];
@@ -2363,31 +2355,25 @@ impl World {
             (bus.seq, bus.unrouted, bus.routings, bus.groups, held)
         );
         assert_eq!(stat(&st, "published"), bus.seq, "{ctx}");
-        // A hub counts the deliveries it forwards to its attached process in `delivered`
-        // (those of subscriptions that ended there but not yet at the hub too); a let-go of
-        // that process discards forwards not made.
+        // A hub's `delivered` counts its own callbacks only: what it forwards to its attached
+        // process counts there.
         let d = stat(&st, "delivered");
-        let lo = match bus.forwards_lost {
-            true => delivered,
-            false => delivered + bus.forwards.0,
-        };
-        assert!(
-            lo <= d && d <= delivered + bus.forwards.1,
-            "delivered: the model says {delivered} here, and forwards {:?}: {ctx}",
+        assert_eq!(
+            d, delivered,
+            "delivered: the model says {delivered} here (forwards {:?} not counted): {ctx}",
             bus.forwards
         );
         assert_eq!(stat(&st, "callback_failures"), failures, "{ctx}");
         assert_eq!(stat(&st, "queued"), held, "{ctx}");
         assert_eq!(stat(&st, "timers"), bus.timers.len() as u64, "{ctx}");
         // A hub's subscriptions include its attached process's: a forwarder for each, until
-        // the hub reads of its end, and one for the replies to its requests.
+        // the hub reads of its end (not the one it keeps for the replies to its requests).
         let (mut lo, mut hi) = (live, live);
         if let Some(l) = self.link.as_ref().filter(|l| !l.gone && l.hub == serial) {
             for s in self.subs.iter().filter(|s| s.bus == l.peer) {
                 lo += s.surely_live() as u64;
                 hi += s.at_hub_possibly() as u64;
             }
-            (lo, hi) = (lo + 1, hi + 1);
         }
         let n = stat(&st, "subscriptions");
         assert!(lo <= n && n <= hi, "subscriptions: the model says {lo}..={hi}: {ctx}");
@@ -2408,9 +2394,10 @@ impl World {
         // there when its subscription ends or the hub goes; a hub may count a forwarded
         // delivery again as dropped when it lets that process go.
         let r = d + stat(&st, "dropped") - bus.timer_drops + waiting;
+        // Routings to forwarders count at the attached process, not here.
         let lo = match bus.attached {
             true => 0,
-            false => bus.routings.0,
+            false => bus.routings.0.saturating_sub(bus.forwards.1),
         };
         assert!(
             lo <= r && r <= bus.routings.1 + bus.forwards.1,
@@ -2444,14 +2431,27 @@ impl World {
         let serial = bus.serial;
         let was_closed = bus.closed;
         let mut timeout = [-1, -1, 0, 10][t as usize % 4];
-        if !was_closed && timeout < 0 && self.pull_held(serial) > 0 {
+        // A hub's close lets its attached handle finish what it delivered there first: pull
+        // messages waiting or held in that handle count as the hub's own.
+        let peer = self
+            .link
+            .as_ref()
+            .filter(|l| !l.gone && l.hub == serial)
+            .map(|l| l.peer);
+        let held = |w: &World| w.pull_held(serial) + peer.map_or(0, |p| w.pull_held(p));
+        if !was_closed && timeout < 0 && held(self) > 0 {
             // close(-1) would wait for ever for this thread to take and release them.
             match t & 0x10 {
                 0 => timeout = 10,
-                _ => self.quiesce(slot),
+                _ => {
+                    self.quiesce(slot);
+                    if peer.is_some() {
+                        self.quiesce(1);
+                    }
+                }
             }
         }
-        let pending = !was_closed && self.pull_held(serial) > 0;
+        let pending = !was_closed && held(self) > 0;
         let ptr = self.slots[slot].as_ref().unwrap().ptr;
         let rc = jsonbus_close(ptr, timeout);
         check_last(rc, "close");
@@ -2714,9 +2714,8 @@ impl World {
                     last_error(),
                     why.iter().map(|&c| name_of(c)).collect::<Vec<_>>()
                 );
-                // "with the rule in the message" - finding 9: not for a name that is not UTF-8.
-                let utf8 = name.as_ref().is_none_or(|n| std::str::from_utf8(n).is_ok());
-                if rc == JSONBUS_ERR_TOPIC && (utf8 || strict()) {
+                // "with the rule in the message", also for a name that is not UTF-8
+                if rc == JSONBUS_ERR_TOPIC {
                     assert!(last_error().contains("1-64 bytes"), "{}", last_error());
                 }
                 return;
@@ -2772,8 +2771,7 @@ impl World {
                 last_error(),
                 want.iter().map(|&c| name_of(c)).collect::<Vec<_>>()
             );
-            let utf8 = name.is_none_or(|n| std::str::from_utf8(n).is_ok());
-            if code == JSONBUS_ERR_TOPIC && (utf8 || strict()) {
+            if code == JSONBUS_ERR_TOPIC {
                 assert!(last_error().contains("1-64 bytes"), "{}", last_error());
             }
         };
@@ -2799,11 +2797,8 @@ impl World {
             let hub = self.slots[0].as_ref().unwrap();
             let (name, max_peers) = (hub.serving.unwrap(), hub.max_peers);
             if max_peers == 1 {
-                // Finding 8: the refusal is lost and the attach answers DISCONNECTED.
-                return match strict() {
-                    true => probe(Some(name.as_bytes()), &[JSONBUS_ERR_LIMIT]),
-                    false => probe(Some(name.as_bytes()), &[JSONBUS_ERR_LIMIT, JSONBUS_ERR_DISCONNECTED]),
-                };
+                // Finding 8 (fixed): the refusal came as DISCONNECTED.
+                return probe(Some(name.as_bytes()), &[JSONBUS_ERR_LIMIT]);
             }
             let cname = CString::new(name).unwrap();
             let ctext = CString::new(text).unwrap();

@@ -48,7 +48,9 @@ pub struct Link {
     thread: Mutex<Option<Thread>>,
     /// Messages published through this handle.
     pub published: AtomicU64,
-    /// `published` when the last flush that returned OK began.
+    /// Records written to the hub (publishes, acknowledgements, subscribes, flushes...).
+    records: AtomicU64,
+    /// `records` covered by the last flush that returned OK.
     flushed_upto: AtomicU64,
 }
 
@@ -257,6 +259,7 @@ pub fn attach(name: &str, options: AttachOptions) -> Result<Bus, Error> {
         wake: Mutex::new(Some(wake)),
         thread: Mutex::new(None),
         published: AtomicU64::new(0),
+        records: AtomicU64::new(0),
         flushed_upto: AtomicU64::new(0),
     });
     bus.shared.set_link(link.clone());
@@ -443,6 +446,7 @@ impl Link {
                 up.to_hub.signal();
             }
             if complete {
+                self.records.fetch_add(1, SeqCst);
                 up.busy = false;
                 up.writer.set_waiting(false);
                 up.scratch = body;
@@ -486,6 +490,7 @@ impl Link {
             }
         }
         up.acks.drain(..written);
+        self.records.fetch_add(written as u64, SeqCst);
         up.scratch = body;
         if written > 0 && up.writer.reader_sleeping() {
             up.to_hub.signal();
@@ -589,8 +594,8 @@ impl Link {
 
     /// Waits until the hub says that everything published through this handle before is done.
     pub fn flush(&self, timeout: Option<Duration>) -> Result<(), Error> {
-        // Nothing published through this handle since a flush that returned OK: done.
-        let upto = self.published.load(SeqCst);
+        // Nothing written to the hub since a flush that returned OK: done.
+        let upto = self.records.load(SeqCst);
         if upto == self.flushed_upto.load(SeqCst) {
             return self.check();
         }
@@ -604,7 +609,9 @@ impl Link {
         let mut s = self.state();
         loop {
             if s.flushed.remove(&token) {
-                self.flushed_upto.fetch_max(upto, SeqCst);
+                // Covers the records before it, and itself (if another came between, the next
+                // flush asks the hub again).
+                self.flushed_upto.fetch_max(upto + 1, SeqCst);
                 return Ok(());
             }
             drop(s);
