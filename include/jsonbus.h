@@ -608,8 +608,13 @@ int32_t jsonbus_serve(struct jsonbus *bus, const char *name, const char *options
  *   publish fails at once with `JSONBUS_ERR_FULL`). A message accepted so is delivered even if
  *   this process dies right after;
  * - subscribe returns once the subscription is registered at the hub; `queue_limit` and
- *   `on_full` apply to the queue here ("block" holds up this process's link, so the hub holds
- *   the deliveries meanwhile), a `group` is shared with members in every process;
+ *   `on_full` apply to the queue here: at a "block" limit, or with this process's
+ *   `queue_capacity` reached, deliveries wait in order in the link - those of its other
+ *   subscriptions too - and stay held at the hub; a `group` is shared with members in every
+ *   process (the hub picks a member in another process by its unfinished deliveries, not by
+ *   its `queue_limit`);
+ * - a delivery that the hub routed to a subscription before it learned of its end here, and
+ *   that comes after the end notice ran, is counted in this handle's `dropped` only;
  * - flush waits until everything published through this handle before it is delivered to
  *   every subscription in every process and their callbacks have returned, and what those
  *   callbacks published, transitively;
