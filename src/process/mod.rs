@@ -15,6 +15,7 @@
 pub mod hub;
 mod layout;
 pub mod name;
+mod outbound;
 pub mod peer;
 mod ring;
 mod spin;
