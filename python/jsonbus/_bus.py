@@ -573,8 +573,9 @@ class Bus:
         :class:`jsonbus.DeadlockError` (and does nothing) from a callback or end notice of this
         bus.
 
-        A hub (:meth:`serve`) first disconnects every attached process and stops serving its
-        name. An attached Bus closes also once its hub is gone; in a child made by ``fork``
+        A hub (:meth:`serve`) lets its attached processes finish what it delivered to them
+        within ``timeout_ms``, as its own queue, then disconnects every one and stops serving
+        its name. An attached Bus closes also once its hub is gone; in a child made by ``fork``
         after the attach it raises :class:`jsonbus.DisconnectedError` and frees nothing.
         """
         timeout_ms = timeout_ms_arg(timeout_ms)
