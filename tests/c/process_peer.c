@@ -58,7 +58,6 @@
 #endif
 #include "check.h"
 
-#include "process_compat.h"
 
 #include <fcntl.h>
 #include <grp.h>

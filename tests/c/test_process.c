@@ -59,7 +59,6 @@
 #endif
 #include "sub_check.h"
 
-#include "process_compat.h"
 
 /* ThreadSanitizer maps memory of its own as threads come and go: there only the shared memory
  * itself (memfd mappings) is counted. */

@@ -27,7 +27,6 @@
 #endif
 
 #include "dl_shim.h"
-#include "process_compat.h"
 
 #include <fcntl.h>
 #include <poll.h>
