@@ -384,6 +384,12 @@ static void quit(void) {
     exit(0);
 }
 
+static void free_user_data(int64_t id, int32_t reason, void *user_data) {
+    (void)id;
+    (void)reason;
+    free(user_data);
+}
+
 static void command_loop(void) {
     char line[4096];
     while (fgets(line, sizeof line, stdin) != NULL) {
@@ -407,7 +413,9 @@ static void command_loop(void) {
             cmd_sub(w[1], NULL, atol(w[2]));
         } else if (strcmp(c, "republish") == 0) {
             NEED(2);
-            say_sub(jsonbus_subscribe(bus, w[1], on_republish, strdup(w[2])));
+            /* the topic to republish on is freed by the end notice */
+            say_sub(jsonbus_subscribe_with(bus, w[1], NULL, on_republish, free_user_data,
+                                           strdup(w[2])));
         } else if (strcmp(c, "echo") == 0) {
             NEED(1);
             say_sub(jsonbus_subscribe(bus, w[1], on_echo, NULL));

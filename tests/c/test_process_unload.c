@@ -18,9 +18,9 @@
 #define CHECK_NO_JSONBUS
 #include "check.h"
 
-/* ThreadSanitizer maps memory of its own as threads come and go: there only the shared memory
- * itself (memfd mappings) is counted. */
-#if defined(__SANITIZE_THREAD__)
+/* The sanitizers' allocators and ThreadSanitizer's thread contexts map memory of their own as
+ * threads come and go: under them only the shared memory itself (memfd mappings) is counted. */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 #define MAPS_COUNTED_EXACTLY 0
 #else
 #define MAPS_COUNTED_EXACTLY 1
