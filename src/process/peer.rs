@@ -34,7 +34,7 @@ pub struct Link {
     pub name: String,
     /// The process that attached: a child made by `fork` may not use the link.
     pid: u32,
-    up: Mutex<Option<Up_>>,
+    up: Mutex<Option<Upward>>,
     state: Mutex<State>,
     /// With `up`: room in the ring, or credit, may have come.
     room: Condvar,
@@ -55,8 +55,7 @@ pub struct Link {
 }
 
 /// What the publishing threads share: the writing end of the ring to the hub.
-#[allow(non_camel_case_types)]
-struct Up_ {
+struct Upward {
     writer: Writer,
     layout: Layout,
     to_hub: EventFd,
@@ -240,7 +239,7 @@ pub fn attach(name: &str, options: AttachOptions) -> Result<Bus, Error> {
     let link = Arc::new(Link {
         name: name.to_string(),
         pid: std::process::id(),
-        up: Mutex::new(Some(Up_ {
+        up: Mutex::new(Some(Upward {
             writer: Writer::new(map.clone(), layout::up(ring)),
             layout: Layout::new(map.clone(), ring),
             to_hub,
@@ -294,7 +293,7 @@ pub fn attach(name: &str, options: AttachOptions) -> Result<Bus, Error> {
 }
 
 impl Link {
-    fn up(&self) -> MutexGuard<'_, Option<Up_>> {
+    fn up(&self) -> MutexGuard<'_, Option<Upward>> {
         self.up.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -475,7 +474,7 @@ impl Link {
     }
 
     /// Writes the acknowledgements waiting, as far as there is room.
-    fn write_acks(&self, up: &mut Up_) {
+    fn write_acks(&self, up: &mut Upward) {
         if up.busy || up.acks.is_empty() {
             return;
         }
