@@ -17,6 +17,22 @@ fn options_text<'a>(options_json: *const c_char) -> Result<Option<&'a str>, Erro
     }
 }
 
+/// A bus name's text: NULL is `JSONBUS_ERR_NULL`; not UTF-8 is `JSONBUS_ERR_TOPIC`, with the
+/// rule (the rest of the rule is checked by the core).
+fn name_text<'a>(name: *const c_char) -> Result<&'a str, Error> {
+    text(name, "name").map_err(|e| match e.status {
+        Status::Null => e,
+        _ => Error::new(
+            Status::Topic,
+            format!(
+                "the bus name is not valid UTF-8 ({}); {}",
+                e.message,
+                crate::topic::BUS_NAME_RULE
+            ),
+        ),
+    })
+}
+
 /// Serves `bus` under `name`, so that other processes of the same user on this machine can
 /// `jsonbus_attach` to it (Linux; elsewhere `JSONBUS_ERR_UNSUPPORTED`). This process becomes
 /// the hub: it alone numbers messages, so `seq` is one order for every process, and it goes on
@@ -69,17 +85,7 @@ pub extern "C" fn jsonbus_serve(
     boundary(|| {
         error::status((|| {
             let h = handle(bus)?;
-            let name = text(name, "name").map_err(|e| match e.status {
-                Status::Null => e,
-                _ => Error::new(
-                    Status::Topic,
-                    format!(
-                        "the bus name is not valid UTF-8 ({}); {}",
-                        e.message,
-                        crate::topic::BUS_NAME_RULE
-                    ),
-                ),
-            })?;
+            let name = name_text(name)?;
             let options = ServeOptions::parse(options_text(options_json)?)?;
             serve(h, name, options)
         })())
@@ -166,17 +172,7 @@ fn unsupported() -> Error {
 pub extern "C" fn jsonbus_attach(name: *const c_char, options_json: *const c_char) -> *mut jsonbus {
     boundary(|| {
         let attached = (|| {
-            let name = text(name, "name").map_err(|e| match e.status {
-                Status::Null => e,
-                _ => Error::new(
-                    Status::Topic,
-                    format!(
-                        "the bus name is not valid UTF-8 ({}); {}",
-                        e.message,
-                        crate::topic::BUS_NAME_RULE
-                    ),
-                ),
-            })?;
+            let name = name_text(name)?;
             let options = AttachOptions::parse(options_text(options_json)?)?;
             attach(name, options)
         })();
