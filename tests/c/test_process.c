@@ -58,15 +58,9 @@
 #define _GNU_SOURCE
 #endif
 #include "sub_check.h"
+#include "proc_check.h"
 
 
-/* The sanitizers' allocators and ThreadSanitizer's thread contexts map memory of their own as
- * threads come and go: under them only the shared memory itself (memfd mappings) is counted. */
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define MAPS_COUNTED_EXACTLY 0
-#else
-#define MAPS_COUNTED_EXACTLY 1
-#endif
 
 #include <fcntl.h>
 #include <poll.h>
@@ -85,16 +79,6 @@ static char line[16384]; /* the last answer of a peer */
 
 /* ---- counting what a process holds ---------------------------------------------------- */
 
-static int fd_count(void) {
-    DIR *d = opendir("/proc/self/fd");
-    CHECK(d != NULL);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.') n++;
-    closedir(d);
-    return n - 1; /* the directory's own descriptor */
-}
 
 static void print_fds(void) {
     DIR *d = opendir("/proc/self/fd");
@@ -113,23 +97,6 @@ static void print_fds(void) {
     closedir(d);
 }
 
-/* Lines of /proc/self/maps; *memfd: of them, mappings of memfds or /dev/shm files. */
-static int maps_count(int *memfd) {
-    FILE *f = fopen("/proc/self/maps", "r");
-    CHECK(f != NULL);
-    char l[4096];
-    int n = 0, m = 0;
-    while (fgets(l, sizeof l, f)) {
-        n++;
-        if (strstr(l, "memfd:") || strstr(l, "/dev/shm/")) {
-            if (m < 5) fprintf(stderr, "mapping: %s", l);
-            m++;
-        }
-    }
-    fclose(f);
-    if (memfd) *memfd = m;
-    return n;
-}
 
 static int dir_entries(const char *dir, char *list, size_t n) {
     if (list && n) list[0] = '\0';
@@ -1614,18 +1581,6 @@ static void final_checks(void) {
 
 /* ============================================================================================ */
 
-static void make_own_fds_cloexec(void) {
-    DIR *d = opendir("/proc/self/fd");
-    CHECK(d != NULL);
-    int self = dirfd(d);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.') continue;
-        int fd = atoi(e->d_name);
-        if (fd > 2 && fd != self) fcntl(fd, F_SETFD, FD_CLOEXEC);
-    }
-    closedir(d);
-}
 
 int main(int argc, char **argv) {
     if (argc < 2) {

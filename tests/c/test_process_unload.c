@@ -17,14 +17,8 @@
 #endif
 #define CHECK_NO_JSONBUS
 #include "check.h"
+#include "proc_check.h"
 
-/* The sanitizers' allocators and ThreadSanitizer's thread contexts map memory of their own as
- * threads come and go: under them only the shared memory itself (memfd mappings) is counted. */
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define MAPS_COUNTED_EXACTLY 0
-#else
-#define MAPS_COUNTED_EXACTLY 1
-#endif
 
 #include "dl_shim.h"
 
@@ -116,30 +110,7 @@ static int32_t on_message(const jsonbus_message *msg, void *user_data) {
     return JSONBUS_OK;
 }
 
-static int fd_count(void) {
-    DIR *d = opendir("/proc/self/fd");
-    CHECK(d != NULL);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.') n++;
-    closedir(d);
-    return n - 1;
-}
 
-static int maps_count(int *memfd) {
-    FILE *f = fopen("/proc/self/maps", "r");
-    CHECK(f != NULL);
-    char l[4096];
-    int n = 0, m = 0;
-    while (fgets(l, sizeof l, f)) {
-        n++;
-        if (strstr(l, "memfd:") || strstr(l, "/dev/shm/")) m++;
-    }
-    fclose(f);
-    *memfd = m;
-    return n;
-}
 
 /* ---- the hub: process_peer NAME hub, driven through a pipe ---- */
 static pid_t hub_pid;
@@ -229,19 +200,6 @@ static int dir_entries(const char *dir) {
     return k;
 }
 
-/* The hub child must not inherit descriptors of whoever started this test. */
-static void make_own_fds_cloexec(void) {
-    DIR *d = opendir("/proc/self/fd");
-    CHECK(d != NULL);
-    int self = dirfd(d);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.') continue;
-        int fd = atoi(e->d_name);
-        if (fd > 2 && fd != self) fcntl(fd, F_SETFD, FD_CLOEXEC);
-    }
-    closedir(d);
-}
 
 int main(int argc, char **argv) {
     if (argc < 2) {
