@@ -8,7 +8,8 @@
 //! Oracle: `jsonbus_subscribe` returns an id > 0 exactly when the reference grammar accepts
 //! the pattern (else JSONBUS_ERR_TOPIC); a publish is accepted exactly when the topic is
 //! valid; after a flush every subscription has received exactly the messages whose topics
-//! the reference matcher says its pattern matches, published while it was live, in order;
+//! the reference matcher says its pattern matches (a leading wildcard never matches a first
+//! token `_INBOX`, Part 2B), published while it was live, in order;
 //! `unrouted`, `delivered`, `subscriptions` in the stats agree.
 #![no_main]
 

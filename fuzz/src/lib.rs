@@ -161,6 +161,11 @@ pub fn matches(pattern: &[u8], topic: &[u8]) -> bool {
     }
     let p: Vec<&[u8]> = pattern.split(|&b| b == b'.').collect();
     let t: Vec<&[u8]> = topic.split(|&b| b == b'.').collect();
+    // Part 2B: reply topics (first token `_INBOX`) are matched only by patterns that name
+    // that token; a leading wildcard never matches it.
+    if t[0] == b"_INBOX" && (p[0] == b"*" || p[0] == b">") {
+        return false;
+    }
     go(&p, &t)
 }
 
