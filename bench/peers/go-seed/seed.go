@@ -1,10 +1,14 @@
 // go-seed: the Go pattern that jsonbus replaces, built with -buildmode=c-shared.
 //
-// push_json copies the C string (C.GoString), starts a goroutine per message that does
-// the seed's "heavy work" (encoding/json into map[string]any) and then calls the
-// registered C callbacks through a small C trampoline (seed_deliver in trampoline.c);
-// a sync.WaitGroup tracks the goroutines and jsonbus_flush is wg.Wait().
-// No order, no bound: that is the seed.
+// push_json copies the C string (C.GoString), starts a goroutine per message that checks
+// the JSON and then calls the registered C callbacks through a small C trampoline
+// (seed_deliver in trampoline.c); a sync.WaitGroup tracks the goroutines and jsonbus_flush
+// is wg.Wait(). No order, no bound: that is the seed.
+//
+// The check is json.Valid, the same work jsonbus does on every publish (validate, build
+// nothing): the fair peer. With GOSEED_DECODE=map in the environment it decodes into a
+// map[string]any instead, as the seed's own handler did (the "go-seed-map" row), which is
+// work jsonbus does not do.
 package main
 
 /*
@@ -17,15 +21,17 @@ import "C"
 
 import (
 	"encoding/json"
+	"os"
 	"sync"
 	"sync/atomic"
 	"unsafe"
 )
 
 var (
-	wg       sync.WaitGroup
-	seq      atomic.Uint64
-	failures atomic.Uint64
+	decodeMap = os.Getenv("GOSEED_DECODE") == "map"
+	wg        sync.WaitGroup
+	seq       atomic.Uint64
+	failures  atomic.Uint64
 )
 
 func process(s string, n uint64, published uint64) {
@@ -34,8 +40,13 @@ func process(s string, n uint64, published uint64) {
 	// buffer as a C string, at no extra cost over the plain conversion
 	buf := make([]byte, len(s)+1)
 	copy(buf, s)
-	var m map[string]any
-	if err := json.Unmarshal(buf[:len(s)], &m); err != nil {
+	if decodeMap {
+		var m map[string]any
+		if err := json.Unmarshal(buf[:len(s)], &m); err != nil {
+			failures.Add(1)
+			return
+		}
+	} else if !json.Valid(buf[:len(s)]) {
 		failures.Add(1)
 		return
 	}
