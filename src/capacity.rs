@@ -1,7 +1,7 @@
 //! Capacity: how many messages a bus holds against `queue_capacity`, and the one place where
 //! publishers, flushes and closes wait (for room, for an epoch to finish, for the bus to close).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
@@ -17,9 +17,22 @@ pub enum Room {
 /// One mutex and condition variable serve every waiter; the hot path touches only atomics
 /// unless someone is waiting, and then only the first release after a waiter went to sleep
 /// wakes it: a full bus must not turn every delivery into a system call.
+///
+/// Capacity is two counters that only grow, each written by one side of the hand-off: `taken`
+/// by publishers, `given_back` by whoever drops a message (a dispatcher, mostly). Held is their
+/// difference. A publisher reads `given_back` only when the last value it saw leaves no room
+/// (`seen_given_back`, on the publishers' side), so while the bus is far from full the
+/// dispatcher's counter is not pulled over to the publishing core for every message, and the
+/// publisher's not to the dispatcher's. A stale value only ever under-states the room, so a
+/// publish is refused only after a fresh look: capacity stays exact.
 pub struct Tracker {
     capacity: usize,
-    held: AtomicUsize,
+    /// Units taken by publishers (and by a hub's credit to attached processes).
+    taken: Padded<AtomicUsize>,
+    /// The last `given_back` a publisher read (publishers' side).
+    seen_given_back: AtomicUsize,
+    /// Units given back.
+    given_back: Padded<AtomicUsize>,
     done_gen: AtomicU64,
     /// Lowest epoch with a message that a close discarded (`u64::MAX`: none).
     lost_gen: AtomicU64,
@@ -31,11 +44,26 @@ pub struct Tracker {
     cv: Condvar,
 }
 
+/// A value alone on its cache line (128 bytes: adjacent-line prefetch pairs lines), so that
+/// writes to it do not take its neighbours' lines from other cores.
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 impl Tracker {
     pub fn new(capacity: usize) -> Tracker {
         Tracker {
             capacity,
-            held: AtomicUsize::new(0),
+            taken: Padded(AtomicUsize::new(0)),
+            seen_given_back: AtomicUsize::new(0),
+            given_back: Padded(AtomicUsize::new(0)),
             done_gen: AtomicU64::new(0),
             lost_gen: AtomicU64::new(u64::MAX),
             closed: AtomicBool::new(false),
@@ -48,7 +76,10 @@ impl Tracker {
 
     /// Messages held now.
     pub fn held(&self) -> usize {
-        self.held.load(SeqCst)
+        // `given_back` first: read the other way round, a release between the two reads could
+        // make it exceed `taken`.
+        let given_back = self.given_back.load(SeqCst);
+        self.taken.load(SeqCst).wrapping_sub(given_back)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -57,17 +88,27 @@ impl Tracker {
 
     /// Takes one unit of capacity if there is one.
     pub fn try_reserve(&self) -> bool {
-        let mut held = self.held.load(SeqCst);
-        while held < self.capacity {
+        let mut taken = self.taken.load(SeqCst);
+        let mut seen = self.seen_given_back.load(Relaxed);
+        loop {
+            if taken.wrapping_sub(seen) >= self.capacity {
+                // No room by the last value seen: look at the real one.
+                let now = self.given_back.load(SeqCst);
+                if now == seen {
+                    return false;
+                }
+                seen = now;
+                self.seen_given_back.store(now, Relaxed);
+                continue;
+            }
             match self
-                .held
-                .compare_exchange_weak(held, held + 1, SeqCst, SeqCst)
+                .taken
+                .compare_exchange_weak(taken, taken.wrapping_add(1), SeqCst, SeqCst)
             {
                 Ok(_) => return true,
-                Err(now) => held = now,
+                Err(now) => taken = now,
             }
         }
-        false
     }
 
     /// Takes one unit of capacity, waiting until `deadline` (`None`: no limit) for room.
@@ -89,7 +130,7 @@ impl Tracker {
 
     /// Gives back one unit of capacity.
     pub fn release(&self) {
-        self.held.fetch_sub(1, SeqCst);
+        self.given_back.fetch_add(1, SeqCst);
         self.room_made();
     }
 

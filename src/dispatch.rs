@@ -4,7 +4,7 @@
 
 use crate::bus::{Outcome, Shared};
 use crate::flush::Epoch;
-use crate::message::Message;
+use crate::message::{Message, Retired};
 use crate::status::UNSUBSCRIBE;
 use crate::subscription::end::EndReason;
 use crate::subscription::{Delivery, Subscription};
@@ -193,6 +193,7 @@ pub fn worker(shared: Arc<Shared>) {
         shared.options.dispatcher_spin_us as u64,
     ));
     let mut batch = VecDeque::new();
+    let mut retired = Retired::default();
     // Whether the thread just spent its spin polling a subscription's queue.
     let mut spun = false;
     loop {
@@ -200,8 +201,15 @@ pub fn worker(shared: Arc<Shared>) {
             poll.wait(|| !jobs.is_empty());
         }
         spun = match jobs.pop() {
-            Job::Run(sub) => run(&shared, &sub, None, &mut batch, &mut poll),
-            Job::Idle(sub, since) => run(&shared, &sub, Some(since), &mut batch, &mut poll),
+            Job::Run(sub) => run(&shared, &sub, None, &mut batch, &mut retired, &mut poll),
+            Job::Idle(sub, since) => run(
+                &shared,
+                &sub,
+                Some(since),
+                &mut batch,
+                &mut retired,
+                &mut poll,
+            ),
             Job::Call(epoch, token, f) => {
                 PARENT.with(|p| *p.borrow_mut() = epoch);
                 PARENT_TOKEN.set(token);
@@ -285,6 +293,7 @@ fn run(
     sub: &Arc<Subscription>,
     mut idle_since: Option<Instant>,
     batch: &mut VecDeque<Arc<Message>>,
+    retired: &mut Retired,
     poll: &mut Poller,
 ) -> bool {
     let jobs = &shared.run_queue;
@@ -294,7 +303,7 @@ fn run(
             shared.complete_end(sub, false);
             return false;
         }
-        if deliver(shared, sub, batch) > 0 {
+        if deliver(shared, sub, batch, retired) > 0 {
             idle_since = None;
             if jobs.is_empty() {
                 continue;
@@ -326,11 +335,28 @@ fn run(
 
 /// Takes up to `BATCH` queued messages and calls the callback for each, in order; once the
 /// subscription has ended, the rest of the batch is dropped. Returns how many it took.
-fn deliver(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Message>>) -> usize {
+fn deliver(
+    shared: &Shared,
+    sub: &Arc<Subscription>,
+    batch: &mut VecDeque<Arc<Message>>,
+    retired: &mut Retired,
+) -> usize {
     let taken = sub.take(batch, BATCH);
     if taken == 0 {
         return 0;
     }
+    let taken = deliver_batch(shared, sub, batch, retired, taken);
+    retired.finish(&shared.spares);
+    taken
+}
+
+fn deliver_batch(
+    shared: &Shared,
+    sub: &Arc<Subscription>,
+    batch: &mut VecDeque<Arc<Message>>,
+    retired: &mut Retired,
+    taken: usize,
+) -> usize {
     if sub.blocks_publishers() {
         shared.tracker.room_made();
     }
@@ -357,6 +383,7 @@ fn deliver(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Me
                     continue;
                 }
             };
+            retired.before(epoch);
             PARENT.with(|p| {
                 let mut p = p.borrow_mut();
                 if !p.as_ref().is_some_and(|e| Arc::ptr_eq(e, epoch)) {
@@ -383,7 +410,7 @@ fn deliver(shared: &Shared, sub: &Arc<Subscription>, batch: &mut VecDeque<Arc<Me
             } else if failed_out {
                 shared.end(sub, EndReason::Failed);
             }
-            shared.spares.recycle(message);
+            retired.recycle(message);
         }
     }
     PARENT.with(|p| p.borrow_mut().take());

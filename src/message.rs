@@ -2,8 +2,7 @@
 //! reuse of its allocation. The capacity it holds is in `capacity`, its flush epoch in `flush`.
 
 use crate::flush::Epoch;
-use crossbeam_channel::{Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One accepted message. It holds one unit of the bus's capacity from its acceptance until it
 /// is dropped, which happens when every subscription it was routed to has returned from its
@@ -251,24 +250,41 @@ impl Drop for Message {
 /// memory allocated on the publishing thread and freed on a dispatcher thread makes both
 /// threads take the same arena lock, message after message - measured as futex system calls
 /// on both sides of the hand-off. Bounded: beyond `SPARES` the allocation is freed.
+///
+/// Two stacks, so that the two sides of the hand-off do not share a lock per message:
+/// publishers take from `ready`, dispatchers give back to `returned` (a batch at a time, see
+/// `Retired`), and a publisher that finds `ready` empty trades it for `returned` whole.
 pub struct Spares {
-    sender: Sender<Arc<Message>>,
-    receiver: Receiver<Arc<Message>>,
+    ready: Mutex<Vec<Arc<Message>>>,
+    returned: Mutex<Vec<Arc<Message>>>,
 }
 
 /// Spares kept at most per bus (each about 300 bytes).
 const SPARES: usize = 256;
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Spares {
     pub fn new() -> Spares {
-        let (sender, receiver) = crossbeam_channel::bounded(SPARES);
-        Spares { sender, receiver }
+        Spares {
+            ready: Mutex::new(Vec::with_capacity(SPARES)),
+            returned: Mutex::new(Vec::with_capacity(SPARES)),
+        }
     }
 
     /// A message holding a copy of `topic`, `json` and the reply topic `reply` ("" for none),
     /// in a spare allocation if there is one.
     pub fn message(&self, topic: &str, json: &[u8], reply: &str) -> Arc<Message> {
-        if let Ok(mut spare) = self.receiver.try_recv() {
+        let spare = {
+            let mut ready = lock(&self.ready);
+            if ready.is_empty() {
+                std::mem::swap(&mut *ready, &mut *lock(&self.returned));
+            }
+            ready.pop()
+        };
+        if let Some(mut spare) = spare {
             if let Some(m) = Arc::get_mut(&mut spare) {
                 m.data.fill(topic, json, reply);
                 m.json_len = json.len();
@@ -280,24 +296,97 @@ impl Spares {
     }
 
     /// Drops a reference to `message`; if it was the last one, keeps the allocation.
-    pub fn recycle(&self, mut message: Arc<Message>) {
-        // A plain load first: most references dropped in a fan-out are not the last, and
-        // `get_mut` costs a compare-and-swap.
-        if Arc::strong_count(&message) != 1 {
-            return;
-        }
-        if let Some(m) = Arc::get_mut(&mut message) {
-            if matches!(m.data, Packed::Inline(..)) {
-                m.retire();
-                let _ = self.sender.try_send(message);
+    pub fn recycle(&self, message: Arc<Message>) {
+        if let Some(spare) = Retired::last_reference(message, None) {
+            let mut returned = lock(&self.returned);
+            if returned.len() < SPARES {
+                returned.push(spare);
             }
         }
+    }
+
+    /// Takes the spares a dispatcher gathered (what does not fit is freed).
+    fn give_back(&self, spares: &mut Vec<Arc<Message>>) {
+        {
+            let mut returned = lock(&self.returned);
+            let room = SPARES.saturating_sub(returned.len()).min(spares.len());
+            returned.extend(spares.drain(..room));
+        }
+        spares.clear();
     }
 }
 
 impl Default for Spares {
     fn default() -> Spares {
         Spares::new()
+    }
+}
+
+/// A dispatcher thread's retirements, batched. A message retires as soon as its last
+/// reference is let go (its capacity given back, an attached process's delivery
+/// acknowledged), but the references to its flush epoch and its allocation are kept here and
+/// let go together (`finish`): the epoch's reference count and the spares' lock are touched by
+/// publishers too, and touching them once per message pulls their cache lines between the
+/// cores message after message. An epoch kept here is always that of the message about to be
+/// delivered (`before`), so a flush never waits for a callback it does not wait for anyway.
+#[derive(Default)]
+pub struct Retired {
+    epochs: Vec<Arc<Epoch>>,
+    spares: Vec<Arc<Message>>,
+}
+
+impl Retired {
+    /// Drops a reference to a delivered message; if it was the last one, retires it here.
+    pub fn recycle(&mut self, message: Arc<Message>) {
+        if let Some(spare) = Retired::last_reference(message, Some(&mut self.epochs)) {
+            self.spares.push(spare);
+        }
+    }
+
+    /// Call before delivering a message of `epoch`: lets go of the epochs kept if they are
+    /// another one.
+    pub fn before(&mut self, epoch: &Arc<Epoch>) {
+        if self
+            .epochs
+            .last()
+            .is_some_and(|kept| !Arc::ptr_eq(kept, epoch))
+        {
+            self.epochs.clear();
+        }
+    }
+
+    /// Lets go of every epoch kept and gives the allocations back to `spares`.
+    pub fn finish(&mut self, spares: &Spares) {
+        self.epochs.clear();
+        if !self.spares.is_empty() {
+            spares.give_back(&mut self.spares);
+        }
+    }
+
+    /// If `message` is the last reference and small, retires it and returns the allocation;
+    /// its epoch goes to `epochs` when given, else is let go at once. Otherwise drops it.
+    fn last_reference(
+        mut message: Arc<Message>,
+        epochs: Option<&mut Vec<Arc<Epoch>>>,
+    ) -> Option<Arc<Message>> {
+        // A plain load first: most references dropped in a fan-out are not the last, and
+        // `get_mut` costs a compare-and-swap.
+        if Arc::strong_count(&message) != 1 {
+            return None;
+        }
+        let m = Arc::get_mut(&mut message)?;
+        if !matches!(m.data, Packed::Inline(..)) {
+            return None;
+        }
+        match (epochs, m.epoch.take()) {
+            (Some(epochs), Some(epoch)) => {
+                epoch.tracker.release();
+                epochs.push(epoch);
+            }
+            (_, epoch) => m.epoch = epoch,
+        }
+        m.retire();
+        Some(message)
     }
 }
 
@@ -364,7 +453,7 @@ mod tests {
         spares.recycle(heap);
         assert_eq!(t.held(), 0);
         assert!(
-            spares.receiver.is_empty(),
+            lock(&spares.returned).is_empty(),
             "a large message's allocation is freed"
         );
     }
