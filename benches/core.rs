@@ -18,6 +18,32 @@ fn payload() -> Vec<u8> {
     p
 }
 
+/// The payload `bench/driver.c` publishes (its `make_payload`): an object with a 20-digit
+/// string, an array of small objects (numbers, booleans, strings) and a padding string.
+fn driver_payload(size: usize) -> Vec<u8> {
+    let (head, mid, tail) = (
+        r#"{"t":"00000000000000000000","d":["#,
+        r#"],"p":""#,
+        r#""}"#,
+    );
+    let mut p = head.to_string();
+    for id in 1u32.. {
+        let sep = if id == 1 { "" } else { "," };
+        let ok = if id & 1 == 1 { "true" } else { "false" };
+        let item = format!(r#"{sep}{{"id":{},"ok":{ok},"v":"abcdefghij"}}"#, id * 7919);
+        if p.len() + item.len() + mid.len() + tail.len() + 8 > size {
+            break;
+        }
+        p += &item;
+    }
+    p += mid;
+    while p.len() < size - tail.len() {
+        p.push('x');
+    }
+    p += tail;
+    p.into_bytes()
+}
+
 fn validation(c: &mut Criterion) {
     let p = payload();
     let mut g = c.benchmark_group("validate");
@@ -25,6 +51,14 @@ fn validation(c: &mut Criterion) {
     g.bench_function("200B order", |b| {
         b.iter(|| check_payload(black_box(&p), 1 << 24, 128))
     });
+    for size in [200, 4096, 65536] {
+        let d = driver_payload(size);
+        assert_eq!(d.len(), size);
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_function(format!("driver {size}B"), |b| {
+            b.iter(|| check_payload(black_box(&d), 1 << 24, 128))
+        });
+    }
     let big: Vec<u8> = format!(
         "[{}]",
         vec![r#"{"k":"value","n":[1,2.5,-3e4],"t":true}"#; 1500].join(",")

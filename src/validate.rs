@@ -76,31 +76,43 @@ struct Nesting {
 }
 
 impl Nesting {
+    #[inline(always)]
     fn push(&mut self, object: bool) {
-        let (word, bit) = (self.depth / 64, self.depth % 64);
-        let w = match word {
-            0 => &mut self.low,
-            _ => {
-                if self.high.len() < word {
-                    self.high.push(0);
-                }
-                &mut self.high[word - 1]
-            }
-        };
-        *w = (*w & !(1 << bit)) | ((object as u64) << bit);
+        if self.depth < 64 {
+            self.low = (self.low & !(1 << self.depth)) | ((object as u64) << self.depth);
+        } else {
+            self.push_high(object);
+        }
         self.depth += 1;
     }
 
+    #[cold]
+    fn push_high(&mut self, object: bool) {
+        let (word, bit) = (self.depth / 64 - 1, self.depth % 64);
+        if self.high.len() == word {
+            self.high.push(0);
+        }
+        let w = &mut self.high[word];
+        *w = (*w & !(1 << bit)) | ((object as u64) << bit);
+    }
+
+    #[inline(always)]
     fn pop(&mut self) -> bool {
         self.depth -= 1;
-        let (word, bit) = (self.depth / 64, self.depth % 64);
-        let w = if word == 0 {
-            self.low
+        if self.depth < 64 {
+            self.low >> self.depth & 1 == 1
         } else {
-            self.high[word - 1]
-        };
-        w >> bit & 1 == 1
+            self.high[self.depth / 64 - 1] >> (self.depth % 64) & 1 == 1
+        }
     }
+}
+
+/// The byte at `i`, or 0 past the end. A NUL byte is never valid JSON text (outside strings it
+/// is no token, inside them a control character), so every rule that meets 0 refuses, and only
+/// the final check (`i == b.len()`) tells the end from a NUL in the payload.
+#[inline(always)]
+fn at(b: &[u8], i: usize) -> u8 {
+    b.get(i).copied().unwrap_or(0)
 }
 
 /// Validates bytes as exactly one JSON value (RFC 8259) in UTF-8, nested at most `max_depth`
@@ -118,9 +130,7 @@ fn scan(b: &[u8], max_depth: usize) -> Result<(), Refusal> {
     let mut i = ws(b, 0);
     loop {
         // A value starts at `i`.
-        let Some(&c) = b.get(i) else {
-            return Err(syntax(i));
-        };
+        let c = at(b, i);
         let end = match c {
             b'"' => string(b, i + 1),
             b'{' | b'[' => {
@@ -130,7 +140,7 @@ fn scan(b: &[u8], max_depth: usize) -> Result<(), Refusal> {
                 nest.push(object);
                 object = c == b'{';
                 i = ws(b, i + 1);
-                if b.get(i) == Some(&(c + 2)) {
+                if at(b, i) == c + 2 {
                     // `{}` or `[]`: '}' and ']' follow '{' and '[' by two in ASCII.
                     object = nest.pop();
                     Some(i + 1)
@@ -141,9 +151,9 @@ fn scan(b: &[u8], max_depth: usize) -> Result<(), Refusal> {
                     continue;
                 }
             }
-            b't' => literal(b, i, b"true"),
-            b'f' => literal(b, i, b"false"),
-            b'n' => literal(b, i, b"null"),
+            b't' => word(b, i, *b"true", 4),
+            b'f' => word(b, i + 1, *b"alse", 4),
+            b'n' => word(b, i, *b"null", 4),
             _ => number(b, i),
         };
         i = end.ok_or_else(|| syntax(i))?;
@@ -153,20 +163,20 @@ fn scan(b: &[u8], max_depth: usize) -> Result<(), Refusal> {
             if nest.depth == 0 {
                 return if i == b.len() { Ok(()) } else { Err(syntax(i)) };
             }
-            match (b.get(i), object) {
-                (Some(b','), _) => {
-                    i = ws(b, i + 1);
-                    if object {
-                        i = key(b, i).ok_or_else(|| syntax(i))?;
-                    }
-                    break;
+            let c = at(b, i);
+            if c == b',' {
+                i = ws(b, i + 1);
+                if object {
+                    i = key(b, i).ok_or_else(|| syntax(i))?;
                 }
-                (Some(b'}'), true) | (Some(b']'), false) => {
-                    object = nest.pop();
-                    i += 1;
-                }
-                _ => return Err(syntax(i)),
+                break;
             }
+            // '}' closes an object, ']' an array: 0x7d and 0x5d, which differ in bit 0x20.
+            if c != b']' | (object as u8) << 5 {
+                return Err(syntax(i));
+            }
+            object = nest.pop();
+            i += 1;
         }
     }
 }
@@ -175,10 +185,7 @@ fn scan(b: &[u8], max_depth: usize) -> Result<(), Refusal> {
 #[inline(always)]
 fn ws(b: &[u8], mut i: usize) -> usize {
     // Compact JSON has none: one comparison decides most calls.
-    while let Some(&c) = b.get(i) {
-        if c > b' ' || !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
-            break;
-        }
+    while at(b, i) <= b' ' && matches!(at(b, i), b' ' | b'\n' | b'\r' | b'\t') {
         i += 1;
     }
     i
@@ -187,11 +194,11 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 /// An object key and its colon, starting at `i`; returns where the value starts.
 #[inline(always)]
 fn key(b: &[u8], i: usize) -> Option<usize> {
-    if b.get(i) != Some(&b'"') {
+    if at(b, i) != b'"' {
         return None;
     }
     let i = ws(b, string(b, i + 1)?);
-    (b.get(i) == Some(&b':')).then(|| ws(b, i + 1))
+    (at(b, i) == b':').then(|| ws(b, i + 1))
 }
 
 /// The rest of a string whose opening quote was just before `i`; returns the offset after the
@@ -212,10 +219,10 @@ fn string(b: &[u8], mut i: usize) -> Option<usize> {
                 }
             }
         }
-        match *b.get(i)? {
+        match at(b, i) {
             b'"' => return Some(i + 1),
             b'\\' => {
-                i += match *b.get(i + 1)? {
+                i += match at(b, i + 1) {
                     b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
                     b'u' if b.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => 6,
                     _ => return None,
@@ -249,39 +256,46 @@ fn special(w: u64) -> u64 {
     (quote | slash | control | w) & (ONES * 0x80)
 }
 
+/// Digits from `i` on; returns where they end.
+#[inline(always)]
+fn digits(b: &[u8], mut i: usize) -> usize {
+    while at(b, i).is_ascii_digit() {
+        i += 1;
+    }
+    i
+}
+
 /// A number starting at `i`: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
-#[inline]
+#[inline(always)]
 fn number(b: &[u8], mut i: usize) -> Option<usize> {
-    let digits = |mut i: usize| {
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        (i > start).then_some(i)
-    };
-    if b.get(i) == Some(&b'-') {
-        i += 1;
-    }
-    i = match b.get(i)? {
+    i += (at(b, i) == b'-') as usize;
+    i = match at(b, i) {
         b'0' => i + 1,
-        _ => digits(i)?,
+        b'1'..=b'9' => digits(b, i + 1),
+        _ => return None,
     };
-    if b.get(i) == Some(&b'.') {
-        i = digits(i + 1)?;
-    }
-    if let Some(b'e' | b'E') = b.get(i) {
-        i += 1;
-        if let Some(b'+' | b'-') = b.get(i) {
-            i += 1;
+    if at(b, i) == b'.' {
+        if !at(b, i + 1).is_ascii_digit() {
+            return None;
         }
-        i = digits(i)?;
+        i = digits(b, i + 2);
+    }
+    if at(b, i) | 0x20 == b'e' {
+        i += 1;
+        i += matches!(at(b, i), b'+' | b'-') as usize;
+        if !at(b, i).is_ascii_digit() {
+            return None;
+        }
+        i = digits(b, i + 1);
     }
     Some(i)
 }
 
-#[inline]
-fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
-    (b.get(i..i + word.len())? == word).then_some(i + word.len())
+/// The four bytes of `word` at `i` (a literal's, after its first byte for `false`).
+#[inline(always)]
+fn word(b: &[u8], i: usize, word: [u8; 4], len: usize) -> Option<usize> {
+    let have: [u8; 4] = b.get(i..i + 4)?.try_into().ok()?;
+    (u32::from_le_bytes(have) == u32::from_le_bytes(word)).then_some(i + len)
 }
 
 /// 1-based line and column of byte `at`, as serde_json counts them.
