@@ -332,16 +332,14 @@ static int w_lat(double rate, double seconds, size_t size) {
     uint64_t spin_below = getenv("DRIVER_SPIN_BELOW_NS") ? strtoull(getenv("DRIVER_SPIN_BELOW_NS"), NULL, 10)
                                                          : SPIN_BELOW_NS;
     uint64_t start = mono_ns() + 1000000, late = 0, errors = 0;
-    /* Below 1 ms periods the timers are armed in batches, one batch per millisecond (100 at
-     * 100,000/s), as a program arming that many would: pacing each one alone would keep this
-     * thread spinning (or behind its sleeps) and take a core from the library on 2 cores. */
-    uint64_t batch = period < 1000000 ? 1000000 / period : 1;
+    /* Each message is sent at its own time, start + i * period: a latency workload measures
+     * one message at a time, not bursts (the timers workload arms in batches; this one did too
+     * from 2026-12-02 to 2026-12-03 by mistake, which made its figures the wait behind a burst
+     * of rate / 1000 messages). */
     for (uint64_t i = 0; i < n; i++) {
-        uint64_t target = start + (i / batch) * batch * period;
+        uint64_t target = start + i * period;
         uint64_t now = mono_ns();
-        if (i % batch != 0) {
-            /* the rest of a batch: no wait */
-        } else if (now < target && period * batch >= spin_below) {
+        if (now < target && period >= spin_below) {
             struct timespec ts = {(time_t)(target / 1000000000ull),
                                   (long)(target % 1000000000ull)};
             while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
