@@ -8,15 +8,7 @@ use serde::de::IgnoredAny;
 /// Checks a payload: at most `max_bytes`, valid UTF-8, one JSON value with optional white space
 /// around it, nested at most `max_depth` levels.
 pub fn check_payload(json: &[u8], max_bytes: usize, max_depth: usize) -> Result<(), Error> {
-    if json.len() > max_bytes {
-        return Err(Error::new(
-            Status::TooLarge,
-            format!(
-                "payload is {} bytes; max_message_bytes is {max_bytes}",
-                json.len()
-            ),
-        ));
-    }
+    check_size(json, max_bytes)?;
     let refusal = match scan(json, max_depth) {
         Ok(()) => return Ok(()),
         Err(r) => r,
@@ -57,6 +49,17 @@ pub fn check_payload(json: &[u8], max_bytes: usize, max_depth: usize) -> Result<
                 format!("payload is not valid JSON: {why}"),
             ))
         }
+    }
+}
+
+/// Checks only that a payload is at most `max_bytes` (before anything copies it).
+pub fn check_size(json: &[u8], max_bytes: usize) -> Result<(), Error> {
+    match json.len() {
+        n if n > max_bytes => Err(Error::new(
+            Status::TooLarge,
+            format!("payload is {n} bytes; max_message_bytes is {max_bytes}"),
+        )),
+        _ => Ok(()),
     }
 }
 
