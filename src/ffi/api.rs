@@ -6,6 +6,7 @@ use super::types::*;
 use crate::bus::Bus;
 use crate::options::Options;
 use crate::status::{code_name, Error, Status};
+use crate::topic::DEFAULT_TOPIC;
 use crate::{clock, default_bus, dispatch};
 use std::ffi::{c_char, c_void, CString};
 
@@ -334,5 +335,11 @@ pub extern "C" fn register_callback(cb: jsonbus_callback, user_data: *mut c_void
 /// Quick API: `jsonbus_publish(jsonbus_default(), "default", json, strlen(json))`.
 #[no_mangle]
 pub extern "C" fn push_json(json: *const c_char) -> i32 {
-    boundary(|| error::status(publish(&DEFAULT_HANDLE, c"default".as_ptr(), json, None)))
+    boundary(|| {
+        error::status((|| {
+            let bus = open(&DEFAULT_HANDLE)?;
+            let bytes = payload_args(&bus, json, None, "cannot publish")?;
+            bus.publish(DEFAULT_TOPIC, bytes).map(|_| ())
+        })())
+    })
 }

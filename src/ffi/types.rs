@@ -224,8 +224,28 @@ pub(crate) fn message_args<'a>(
     // A closed bus says so first, whatever else is wrong with the call (NULLs aside).
     bus.check_open(what).map_err(|e| bus.refuse(e))?;
     let topic = topic_text(topic, "topic").map_err(|e| bus.refuse(e))?;
+    Ok((topic, payload_arg(bus, json, len)?))
+}
+
+/// The payload argument of a publish on a topic known to be good (the quick API's), checked
+/// as `message_args` does.
+pub(crate) fn payload_args<'a>(
+    bus: &Bus,
+    json: *const c_char,
+    len: Option<usize>,
+    what: &str,
+) -> Result<&'a [u8], Error> {
+    if json.is_null() {
+        return Err(Error::new(Status::Null, "json is NULL"));
+    }
+    bus.check_open(what).map_err(|e| bus.refuse(e))?;
+    payload_arg(bus, json, len)
+}
+
+/// `json` (not NULL) as bytes: `len` of them, or up to its NUL.
+fn payload_arg<'a>(bus: &Bus, json: *const c_char, len: Option<usize>) -> Result<&'a [u8], Error> {
     let max = bus.options().max_message_bytes;
-    let bytes = match len {
+    Ok(match len {
         Some(len) if len > max => {
             return Err(bus.refuse(Error::new(
                 Status::TooLarge,
@@ -237,8 +257,7 @@ pub(crate) fn message_args<'a>(
         Some(len) => unsafe { std::slice::from_raw_parts(json.cast::<u8>(), len) },
         // SAFETY: the caller passes a NUL-terminated string that stays valid during the call.
         None => unsafe { CStr::from_ptr(json) }.to_bytes(),
-    };
-    Ok((topic, bytes))
+    })
 }
 
 /// Wraps a C callback and its optional end notice; a NULL callback is `JSONBUS_ERR_NULL`.
