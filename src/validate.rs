@@ -154,9 +154,9 @@ fn scan(b: &[u8], max_depth: usize) -> Result<(), Refusal> {
                     continue;
                 }
             }
-            b't' => word(b, i, *b"true", 4),
-            b'f' => word(b, i + 1, *b"alse", 4),
-            b'n' => word(b, i, *b"null", 4),
+            b't' => word(b, i, *b"true"),
+            b'f' => word(b, i + 1, *b"alse"),
+            b'n' => word(b, i, *b"null"),
             _ => number(b, i),
         };
         i = end.ok_or_else(|| syntax(i))?;
@@ -294,11 +294,12 @@ fn number(b: &[u8], mut i: usize) -> Option<usize> {
     Some(i)
 }
 
-/// The four bytes of `word` at `i` (a literal's, after its first byte for `false`).
+/// The four bytes of `word` at `i` (a literal's; for `false`, those after its first byte),
+/// compared at once; returns the offset after them.
 #[inline(always)]
-fn word(b: &[u8], i: usize, word: [u8; 4], len: usize) -> Option<usize> {
+fn word(b: &[u8], i: usize, word: [u8; 4]) -> Option<usize> {
     let have: [u8; 4] = b.get(i..i + 4)?.try_into().ok()?;
-    (u32::from_le_bytes(have) == u32::from_le_bytes(word)).then_some(i + len)
+    (u32::from_le_bytes(have) == u32::from_le_bytes(word)).then_some(i + 4)
 }
 
 /// 1-based line and column of byte `at`, as serde_json counts them.
