@@ -690,7 +690,21 @@ impl Bus {
                 published = link.published.load(Relaxed);
             }
             if let Some(c) = s.served.get() {
-                queued = queued.saturating_sub(c.credit.load(SeqCst) as u64);
+                // Credit granted to attached processes holds capacity but no message. It is
+                // read on both sides of the held capacity until it stood still, so that a
+                // top-up between the two reads (capacity taken, then credit counted) cannot
+                // make `queued` fall below the messages held.
+                let mut credit = c.credit.load(SeqCst);
+                for _ in 0..16 {
+                    let held = s.tracker.held();
+                    let again = c.credit.load(SeqCst);
+                    queued = held as u64;
+                    if again == credit {
+                        break;
+                    }
+                    credit = again;
+                }
+                queued = queued.saturating_sub(credit as u64);
                 subscriptions = subscriptions.saturating_sub(c.inboxes.load(SeqCst));
                 peers = Some([
                     c.peers.load(SeqCst),

@@ -927,10 +927,14 @@ impl HubThread {
         }
         let unused = (live.granted - live.used) as usize;
         let unused = unused - usize::from(matches!(live.parked, Some((_, true))));
+        // Credit is counted down before its capacity goes back (and, in `top_up`, up after the
+        // capacity is taken), so that `credit` never counts a unit the capacity no longer
+        // holds: the stats' `queued` (held capacity minus credit) cannot dip below the
+        // messages really held while a departed peer's credit is returned.
+        self.hub.counts.credit.fetch_sub(unused, SeqCst);
         for _ in 0..unused {
             self.shared.tracker.release();
         }
-        self.hub.counts.credit.fetch_sub(unused, SeqCst);
     }
 }
 
