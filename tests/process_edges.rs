@@ -685,3 +685,69 @@ fn deliveries_already_received_still_run_when_the_hub_goes() {
         "deliveries already received were dropped"
     );
 }
+
+/// When the hub went, lost() waited for each live subscription to be idle before it ended it
+/// PEER_GONE; one whose callback was running then and returned JSONBUS_UNSUBSCRIBE stays
+/// scheduled for good (its dispatcher completes its end), so the wait never finished and every
+/// subscription after it never ended (found by the `sequence` fuzz target).
+#[test]
+fn a_subscription_that_unsubscribes_itself_as_the_hub_goes_does_not_hold_up_the_others() {
+    private_dir();
+    let hub = Bus::new(Options::default()).unwrap();
+    hub.serve("rv-self-end", ServeOptions::default()).unwrap();
+    let a = peer::attach(
+        "rv-self-end",
+        AttachOptions::parse(Some(r#"{"dispatcher_threads":1}"#)).unwrap(),
+    )
+    .unwrap();
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let running = Arc::new(AtomicBool::new(false));
+    let (g, r) = (gate.clone(), running.clone());
+    let quitter = a
+        .subscribe(
+            "x",
+            Box::new(move |_| {
+                r.store(true, SeqCst);
+                let (open, cv) = &*g;
+                let mut open = open.lock().unwrap();
+                while !*open {
+                    open = cv.wait(open).unwrap();
+                }
+                jsonbus::UNSUBSCRIBE
+            }),
+        )
+        .unwrap();
+    // Enough others that some come after the quitter in the link's walk, whatever its order.
+    let others: Vec<i64> = (0..16)
+        .map(|_| a.subscribe("y", Box::new(|_| 0)).unwrap())
+        .collect();
+    hub.publish("x", b"1").unwrap();
+    let t0 = Instant::now();
+    while !running.load(SeqCst) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the callback never ran"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Without waiting for the delivery in the callback, which waits for the gate.
+    hub.close(Some(Duration::ZERO)).ok();
+    // The link sees the hub go while the quitter's callback still runs.
+    std::thread::sleep(Duration::from_millis(200));
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    let ended = |id: i64| match a.subscription_stats(id) {
+        Ok(s) => s.ended.is_some(),
+        Err(e) => e.status == Status::NotFound,
+    };
+    let t0 = Instant::now();
+    while !ended(quitter) || !others.iter().all(|&id| ended(id)) {
+        let left = others.iter().filter(|&&id| !ended(id)).count();
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "{left} of 16 subscriptions have not ended 3 s after their hub went"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    a.close(None).ok();
+}

@@ -2974,7 +2974,9 @@ impl World {
                 }
                 assert!(
                     start.elapsed() < std::time::Duration::from_secs(2),
-                    "{desc} has not ended 2 s after its hub closed"
+                    "{desc} has not ended 2 s after its hub closed: {:?} bus {}",
+                    sub_stats(ptr, self.subs[i].id),
+                    stats(ptr)
                 );
                 std::thread::sleep(std::time::Duration::from_micros(200));
             };

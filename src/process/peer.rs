@@ -973,9 +973,16 @@ impl LinkThread {
             self.shared.count_dropped_delivery();
             drop(h);
         }
+        // One that ends on its own meanwhile (its callback returned JSONBUS_UNSUBSCRIBE, or
+        // failed too often) stays scheduled for good while its dispatcher completes its end:
+        // it is not waited for.
         let subs = self.shared.live_subscriptions();
         for sub in subs {
-            while !sub.is_pull() && (sub.has_queued() || sub.is_scheduled()) && !stop() {
+            while !sub.is_pull()
+                && !sub.is_ended()
+                && (sub.has_queued() || sub.is_scheduled())
+                && !stop()
+            {
                 std::thread::sleep(Duration::from_millis(1));
             }
             self.shared.end_keeping_queue(&sub, EndReason::PeerGone);
