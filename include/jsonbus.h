@@ -579,8 +579,12 @@ int32_t push_json(const char *json);
  * (up to 1024 messages, or `queue_capacity / (4 * max_peers)`) to publish without asking.
  * The hub's `jsonbus_stats` adds `peers` (attached now), `peers_gone` (exited or
  * disconnected, in all) and `peers_dropped` (dropped by the hub for breaking the protocol or
- * stalling); its `subscriptions` counts the live subscriptions of attached processes too,
- * while deliveries to them count in their own stats' `delivered`, not in the hub's.
+ * stalling). A process that exited moves from `peers` to `peers_gone` once what it left in
+ * its ring has been taken and its unused credit is back in `queue_capacity` (within
+ * milliseconds, 5 s at most), so a publish right after `peers` fell finds that room; its
+ * subscriptions end at once. The hub's `subscriptions` counts the live subscriptions of
+ * attached processes too, while deliveries to them count in their own stats' `delivered`,
+ * not in the hub's.
  *
  * Returns `JSONBUS_OK`, or `JSONBUS_ERR_NULL` (bus or name), `JSONBUS_ERR_TOPIC` (malformed
  * name, with the rule), `JSONBUS_ERR_OPTIONS`, `JSONBUS_ERR_NAME_IN_USE` (a live bus serves

@@ -751,3 +751,47 @@ fn a_subscription_that_unsubscribes_itself_as_the_hub_goes_does_not_hold_up_the_
     }
     a.close(None).ok();
 }
+
+/// A process that went away held units of the hub's capacity as credit until its ring had been
+/// read and a 50 ms grace had passed, but the hub's `peers` stopped counting it at once: right
+/// after `peers` said 0, a hub with a small `queue_capacity` answered FULL (found by the
+/// `sequence` fuzz target, queue_capacity 1). Now an exited process counts in `peers` until
+/// its unused credit is back, and only one the hub dropped (which may still be finishing a
+/// publish) gets the grace.
+#[test]
+fn when_peers_says_a_process_is_gone_its_credit_is_back() {
+    private_dir();
+    let hub = Bus::new(opts(r#"{"queue_capacity":1,"publish_timeout_ms":0}"#)).unwrap();
+    hub.serve("rv-credit-back", ServeOptions::default())
+        .unwrap();
+    let peers = |b: &Bus| b.stats().peers.unwrap()[0];
+    for round in 0..20 {
+        let a = peer::attach(
+            "rv-credit-back",
+            AttachOptions::parse(Some(r#"{"connect_timeout_ms":2000}"#)).unwrap(),
+        )
+        .unwrap();
+        // Publishing makes the hub give this process credit.
+        for _ in 0..3 {
+            a.publish("x", b"1").unwrap();
+            a.flush(Some(Duration::from_secs(5))).unwrap();
+        }
+        a.close(None).unwrap();
+        drop(a);
+        let t0 = Instant::now();
+        while peers(&hub) != 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "the hub still counts the process"
+            );
+            std::hint::spin_loop();
+        }
+        let r = hub.publish("y", b"2");
+        assert!(
+            r.is_ok(),
+            "round {round}: publish right after peers said 0: {:?}",
+            r.map_err(|e| e.message)
+        );
+        hub.flush(Some(Duration::from_secs(5))).unwrap();
+    }
+}

@@ -185,6 +185,8 @@ struct Live {
     /// Its process has exited (or it was dropped for a stall): only what it left in its ring
     /// is still read, for `DRAIN_TIMEOUT` at most.
     exited: bool,
+    /// Counted in the stats as gone or dropped (no longer in `peers`).
+    counted: bool,
     exited_at: Option<Instant>,
     /// Why the hub dropped it, if it did.
     dropped: Option<String>,
@@ -436,6 +438,7 @@ impl HubThread {
                     subs: HashMap::new(),
                     stalled: None,
                     exited: false,
+                    counted: false,
                     exited_at: None,
                     dropped: None,
                     flushes: 0,
@@ -513,7 +516,14 @@ impl HubThread {
             };
         };
         let since_exit = live.exited_at.map_or(Duration::ZERO, |t| t.elapsed());
-        if live.exited && live.parked.is_none() && !live.reader.has_data() && since_exit >= GRACE
+        // A process that exited writes nothing more: it goes once its ring is read. One the
+        // hub dropped may still be finishing a publish it began: its ring is read a while.
+        let grace = if live.dropped.is_some() {
+            GRACE
+        } else {
+            Duration::ZERO
+        };
+        if live.exited && live.parked.is_none() && !live.reader.has_data() && since_exit >= grace
             || since_exit > DRAIN_TIMEOUT
         {
             return Err(Gone::Exited);
@@ -592,7 +602,8 @@ impl HubThread {
                     live.exited_at = Some(Instant::now());
                     live.dropped = Some(why);
                     live.stalled = None;
-                    Self::release(&self.shared, &self.hub, live, true, false);
+                    Self::release(&self.shared, &self.hub, live, false);
+                    Self::count_gone(&self.hub, live, true);
                     self.flushes.retain(|f| f.1 != n);
                     return Ok(busy);
                 }
@@ -846,18 +857,27 @@ impl HubThread {
         if let Some(pidfd) = &p.pidfd {
             let _ = self.epoll.remove(pidfd.fd());
         }
-        Self::release(&self.shared, &self.hub, live, false, false);
+        // Counted as gone once what it left is read and its unused credit is back (`let_go`):
+        // when `peers` says it is gone, its room at the hub is free again.
+        Self::release(&self.shared, &self.hub, live, false);
         self.flushes.retain(|f| f.1 != n);
     }
 
-    /// Ends a peer's subscriptions (`PeerGone`) and drops the deliveries it had not
-    /// acknowledged (counted as dropped); from now on it counts as gone, or as `dropped`.
-    fn release(shared: &Shared, hub: &Hub, live: &mut Live, dropped: bool, closing: bool) {
+    /// From now on the peer counts as gone, or as `dropped`, not in `peers`.
+    fn count_gone(hub: &Hub, live: &mut Live, dropped: bool) {
+        if std::mem::replace(&mut live.counted, true) {
+            return;
+        }
         hub.counts.peers.fetch_sub(1, SeqCst);
         match dropped {
             true => hub.counts.dropped.fetch_add(1, SeqCst),
             false => hub.counts.gone.fetch_add(1, SeqCst),
         };
+    }
+
+    /// Ends a peer's subscriptions (`PeerGone`) and drops the deliveries it had not
+    /// acknowledged (counted as dropped).
+    fn release(shared: &Shared, hub: &Hub, live: &mut Live, closing: bool) {
         live.layout.let_go();
         live.out.to_peer.signal();
         let held: Vec<Arc<Message>> = {
@@ -917,7 +937,6 @@ impl HubThread {
                 &self.shared,
                 &self.hub,
                 &mut live,
-                matches!(why, Gone::Dropped(_)),
                 matches!(why, Gone::Stopping(_)),
             );
         }
@@ -935,6 +954,7 @@ impl HubThread {
         for _ in 0..unused {
             self.shared.tracker.release();
         }
+        Self::count_gone(&self.hub, &mut live, matches!(why, Gone::Dropped(_)));
     }
 }
 
