@@ -1389,9 +1389,10 @@ impl World {
             let remote = s.remote;
             if !s.possibly_live() {
                 // Ended in the attached process, and the hub may not know yet: it forwards,
-                // the attached process drops it.
+                // the attached process drops it (counted there as dropped).
                 maybe += 1;
                 fwd_maybe += 1;
+                peer_maybe += 1;
                 continue;
             }
             let opts = s.opts;
