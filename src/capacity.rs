@@ -74,12 +74,25 @@ impl Tracker {
         }
     }
 
-    /// Messages held now.
+    /// Messages held now: `taken` read between two equal reads of `given_back`, so the
+    /// difference is what was held at that instant (never above `capacity`). Read once each,
+    /// releases and publishes between the reads could make it exceed the capacity (seen in the
+    /// soak under ThreadSanitizer: 112 held of 64); should the counters never stand still long
+    /// enough, the last difference is capped at the capacity.
     pub fn held(&self) -> usize {
-        // `given_back` first: read the other way round, a release between the two reads could
-        // make it exceed `taken`.
-        let given_back = self.given_back.load(SeqCst);
-        self.taken.load(SeqCst).wrapping_sub(given_back)
+        let mut given_back = self.given_back.load(SeqCst);
+        let mut held = 0;
+        for _ in 0..64 {
+            // `given_back` first: read the other way round, a release between the two reads
+            // could make it exceed `taken`.
+            held = self.taken.load(SeqCst).wrapping_sub(given_back);
+            let again = self.given_back.load(SeqCst);
+            if again == given_back {
+                return held;
+            }
+            given_back = again;
+        }
+        held.min(self.capacity)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -238,5 +251,32 @@ mod tests {
         assert_eq!(t.held(), 2);
         t.close();
         assert_eq!(t.reserve(None), Room::Closed);
+    }
+
+    /// Two threads take and give back units as fast as they can, keeping the tracker full;
+    /// `held()` read meanwhile never says more than the capacity.
+    #[test]
+    fn held_never_exceeds_the_capacity_while_units_churn() {
+        use std::sync::atomic::AtomicBool;
+        let t = Tracker::new(4);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    while !stop.load(Relaxed) {
+                        if t.try_reserve() {
+                            t.release();
+                        }
+                    }
+                });
+            }
+            let start = Instant::now();
+            let mut max = 0;
+            while start.elapsed() < Duration::from_millis(300) {
+                max = max.max(t.held());
+            }
+            stop.store(true, Relaxed);
+            assert!(max <= 4, "held() said {max} of a capacity of 4");
+        });
     }
 }

@@ -95,7 +95,7 @@ else
   done
   vg header_c99 "$T/header_c99"
   vg test_dlopen_cycles "$T/test_dlopen_cycles" --require-unmap --cycles 200
-  vg soak "$DIR/plain/tests/soak/soak" 10
+  JSONBUS_SOAK_FLUSH_MS=180000 vg soak "$DIR/plain/tests/soak/soak" 10
   for e in quickstart topics dlopen_example; do vg "$e" "$DIR/plain/c-examples/$e"; done
   vg test_cxx "$DIR/plain/tests/cxx/test_cxx"
   vg quickstart_cpp "$DIR/plain/tests/cxx/quickstart_cpp"
