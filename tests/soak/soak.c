@@ -4,6 +4,7 @@
  *
  * Usage: soak [seconds]        (or JSONBUS_SOAK_SECONDS; default 5; ctest runs 5 s,
  *                               the full run in tests/sanitizers.sh is 60 s)
+ *        JSONBUS_SOAK_FLUSH_MS  how long each flush may take (default 20000)
  *
  * 8 threads for the whole run:
  *   4 publishers  publish {"p":P,"n":N,...} on "t.P.K" (K = N % 4) into one of 3 bus slots;
