@@ -408,3 +408,29 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::bus::Bus;
+    use crate::options::Options;
+    use crate::publish::Wait;
+    use crate::status::Status;
+    use std::time::Duration;
+
+    #[test]
+    fn a_publisher_caught_between_its_room_and_the_bus_lock_does_not_fail_the_close() {
+        // A publisher that took its unit of capacity before the close and gives it back when it
+        // finds the bus closed held it for a while: the close once counted it as "1 pulled
+        // messages not yet released" and failed with TIMEOUT (seen in CI, test_default_bus
+        // under ASan, where such a publisher was preempted right there).
+        let bus = Bus::new(Options::default()).unwrap();
+        let s = &bus.shared;
+        let wait = Wait::here(s);
+        let message = s.prepare("nobody.listens", b"[1]", "", &wait).unwrap();
+        assert_eq!(s.tracker.held(), 1);
+        assert_eq!(bus.close(Some(Duration::from_millis(20))), Ok(()));
+        let refused = s.accept("nobody.listens", message, &wait).err().unwrap();
+        assert_eq!(refused.status, Status::Closed);
+        assert_eq!((s.tracker.held(), bus.stats().published), (0, 0));
+    }
+}
