@@ -1,6 +1,7 @@
 //! Capacity: how many messages a bus holds against `queue_capacity`, and the one place where
 //! publishers, flushes and closes wait (for room, for an epoch to finish, for the bus to close).
 
+use crate::padded::Padded;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
@@ -42,19 +43,6 @@ pub struct Tracker {
     wake_pending: AtomicBool,
     lock: Mutex<()>,
     cv: Condvar,
-}
-
-/// A value alone on its cache line (128 bytes: adjacent-line prefetch pairs lines), so that
-/// writes to it do not take its neighbours' lines from other cores.
-#[repr(align(128))]
-#[derive(Default)]
-struct Padded<T>(T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
 }
 
 impl Tracker {

@@ -251,6 +251,22 @@ impl Poller {
         }
     }
 
+    /// Between two batches of a subscription whose dispatcher keeps up with its publishers:
+    /// pauses for the gap, so that the next batch is several messages, not the one that came
+    /// in during the last callback, and widens the gap (up to `MAX_GAP`) for the next time. A
+    /// look that then finds nothing narrows it again (`wait`). With no spin time it does not
+    /// pause: such a dispatcher never polls.
+    fn gather(&mut self) {
+        if self.spin.is_zero() {
+            return;
+        }
+        let paused = Instant::now();
+        while paused.elapsed() < self.gap {
+            std::hint::spin_loop();
+        }
+        self.gap = (self.gap * 2).clamp(Duration::from_nanos(250), MAX_GAP);
+    }
+
     /// Polls `ready` for up to the spin time; returns whether it became true.
     fn wait(&mut self, mut ready: impl FnMut() -> bool) -> bool {
         if self.spin.is_zero() {
@@ -303,9 +319,13 @@ fn run(
             shared.complete_end(sub, false);
             return false;
         }
-        if deliver(shared, sub, batch, retired) > 0 {
+        let delivered = deliver(shared, sub, batch, retired);
+        if delivered > 0 {
             idle_since = None;
             if jobs.is_empty() {
+                if delivered < BATCH {
+                    poll.gather();
+                }
                 continue;
             }
             jobs.push(Job::Run(sub.clone()));
@@ -420,6 +440,26 @@ fn deliver_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gathering_pauses_for_the_gap_and_widens_it_up_to_its_limit() {
+        let mut p = Poller::new(Duration::from_micros(100));
+        p.gather();
+        assert_eq!(p.gap, Duration::from_nanos(250));
+        let start = Instant::now();
+        p.gather();
+        assert!(start.elapsed() >= Duration::from_nanos(250));
+        assert_eq!(p.gap, Duration::from_nanos(500));
+        for _ in 0..10 {
+            p.gather();
+        }
+        assert_eq!(p.gap, MAX_GAP);
+        assert!(!p.wait(|| false), "nothing came");
+        assert!(p.gap < MAX_GAP, "looks that find nothing narrow the gap");
+        let mut never = Poller::new(Duration::ZERO);
+        never.gather();
+        assert_eq!(never.gap, Duration::ZERO, "no spin time: no pause");
+    }
 
     #[test]
     fn an_end_notice_inside_another_bus_callback_is_inside_both() {

@@ -11,6 +11,7 @@ pub mod ffi;
 pub mod flush;
 pub mod message;
 pub mod options;
+mod padded;
 #[cfg(target_os = "linux")]
 pub mod process;
 mod publish;

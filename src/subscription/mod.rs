@@ -8,6 +8,7 @@ mod pull;
 
 use crate::message::Message;
 use crate::options::{OnFull, SubscribeOptions};
+use crate::padded::Padded;
 use end::{EndNotice, EndReason, Notice};
 use fifo::Fifo;
 use pull::Pull;
@@ -50,7 +51,7 @@ pub trait Forward: Send + Sync {
 enum Taker {
     /// Held while the callback runs; `None` once the subscription has ended. Taking this lock
     /// is how an unsubscribe waits for a running callback.
-    Callback(Mutex<Option<Callback>>),
+    Callback(Padded<Mutex<Option<Callback>>>),
     Pull(Pull),
     Forward(Arc<dyn Forward>),
 }
@@ -73,6 +74,16 @@ pub enum Offered {
     End,
 }
 
+/// A subscription's delivery counters, which the dispatcher running it writes at every
+/// delivery (and `next` for a pull subscription).
+#[derive(Default)]
+struct Delivered {
+    delivered: AtomicU64,
+    failures: AtomicU64,
+    /// Negative returns in a row (dispatcher running it only).
+    failures_in_row: AtomicU32,
+}
+
 pub struct Subscription {
     pub id: i64,
     pub pattern: Box<str>,
@@ -86,11 +97,9 @@ pub struct Subscription {
     queued: AtomicUsize,
     /// Highest `queued` seen; written by publishers only, under the bus lock.
     max_queued: AtomicUsize,
-    delivered: AtomicU64,
     dropped: AtomicU64,
-    failures: AtomicU64,
-    /// Negative returns in a row (dispatcher running it only).
-    failures_in_row: AtomicU32,
+    /// Written by the dispatcher at every delivery: on lines of their own.
+    counts: Padded<Delivered>,
     /// True while the subscription is on the run queue or being run. An ended subscription's
     /// last run keeps it set for good.
     scheduled: AtomicBool,
@@ -112,7 +121,9 @@ impl Subscription {
         consumer: Consumer,
     ) -> Subscription {
         let (taker, notice) = match consumer {
-            Consumer::Callback(cb, notice) => (Taker::Callback(Mutex::new(Some(cb))), notice),
+            Consumer::Callback(cb, notice) => {
+                (Taker::Callback(Padded(Mutex::new(Some(cb)))), notice)
+            }
             Consumer::Pull => (Taker::Pull(Pull::default()), None),
             Consumer::Forward(f) => (Taker::Forward(f), None),
         };
@@ -124,10 +135,8 @@ impl Subscription {
             fifo: Fifo::default(),
             queued: AtomicUsize::new(0),
             max_queued: AtomicUsize::new(0),
-            delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            failures_in_row: AtomicU32::new(0),
+            counts: Padded::default(),
             scheduled: AtomicBool::new(false),
             last_picked: AtomicU64::new(0),
             outside_end: AtomicBool::new(false),
@@ -220,7 +229,7 @@ impl Subscription {
             }
             Taker::Forward(f) => {
                 f.forward(&message);
-                self.delivered.fetch_add(1, Relaxed);
+                self.counts.delivered.fetch_add(1, Relaxed);
                 false
             }
             Taker::Callback(_) => {
@@ -335,13 +344,13 @@ impl Subscription {
 
     /// Counts a delivery (a callback's return, or a message handed out by `next`).
     pub fn count_delivered(&self, rc: i32) -> bool {
-        self.delivered.fetch_add(1, Relaxed);
+        self.counts.delivered.fetch_add(1, Relaxed);
         if rc >= 0 {
-            self.failures_in_row.store(0, Relaxed);
+            self.counts.failures_in_row.store(0, Relaxed);
             return false;
         }
-        self.failures.fetch_add(1, Relaxed);
-        let row = self.failures_in_row.fetch_add(1, Relaxed) + 1;
+        self.counts.failures.fetch_add(1, Relaxed);
+        let row = self.counts.failures_in_row.fetch_add(1, Relaxed) + 1;
         // true: `max_failures` reached, the subscription must end
         self.options.max_failures > 0 && row >= self.options.max_failures
     }
@@ -409,9 +418,9 @@ impl Subscription {
             group: self.options.group.as_deref().map(str::to_string),
             queued: self.queued() as u64,
             max_queued: self.max_queued.load(Relaxed) as u64,
-            delivered: self.delivered.load(Relaxed),
+            delivered: self.counts.delivered.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
-            callback_failures: self.failures.load(Relaxed),
+            callback_failures: self.counts.failures.load(Relaxed),
             ended: self.ended(),
             queue_limit: self.options.queue_limit as u64,
             on_full: self.options.on_full,
