@@ -2,6 +2,7 @@
 //! reuse of its allocation. The capacity it holds is in `capacity`, its flush epoch in `flush`.
 
 use crate::flush::Epoch;
+use crate::padded::Padded;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One accepted message. It holds one unit of the bus's capacity from its acceptance until it
@@ -255,8 +256,10 @@ impl Drop for Message {
 /// publishers take from `ready`, dispatchers give back to `returned` (a batch at a time, see
 /// `Retired`), and a publisher that finds `ready` empty trades it for `returned` whole.
 pub struct Spares {
-    ready: Mutex<Vec<Arc<Message>>>,
-    returned: Mutex<Vec<Arc<Message>>>,
+    /// Each stack's lock on lines of its own: side by side, the dispatcher's lock of
+    /// `returned` took the line of `ready` from the publisher once a batch.
+    ready: Padded<Mutex<Vec<Arc<Message>>>>,
+    returned: Padded<Mutex<Vec<Arc<Message>>>>,
 }
 
 /// Spares kept at most per bus (each about 300 bytes).
@@ -269,8 +272,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Spares {
     pub fn new() -> Spares {
         Spares {
-            ready: Mutex::new(Vec::with_capacity(SPARES)),
-            returned: Mutex::new(Vec::with_capacity(SPARES)),
+            ready: Padded(Mutex::new(Vec::with_capacity(SPARES))),
+            returned: Padded(Mutex::new(Vec::with_capacity(SPARES))),
         }
     }
 
