@@ -323,7 +323,10 @@ fn run(
         if delivered > 0 {
             idle_since = None;
             if jobs.is_empty() {
-                if delivered < BATCH {
+                // More came in while the callbacks ran: let a batch gather. Not when the queue
+                // is empty (sparse messages, a request and its reply: the next one is picked up
+                // at once), nor for a subscription taken one message at a time.
+                if gathers(sub, delivered) {
                     poll.gather();
                 }
                 continue;
@@ -351,6 +354,12 @@ fn run(
         shared.schedule(sub.clone());
     }
     spun
+}
+
+/// Whether a dispatcher that just delivered `delivered` messages of `sub` should let more gather
+/// before it looks again (see `run`).
+fn gathers(sub: &Subscription, delivered: usize) -> bool {
+    delivered < sub.batch_limit(BATCH) && sub.has_queued()
 }
 
 /// Takes up to `BATCH` queued messages and calls the callback for each, in order; once the
@@ -440,6 +449,27 @@ fn deliver_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_queue_that_filled_during_the_callbacks_gathers() {
+        use crate::options::SubscribeOptions;
+        use crate::subscription::Consumer;
+        let plain = Subscription::new(1, ">", SubscribeOptions::default(), Consumer::Pull);
+        assert!(
+            !gathers(&plain, 1),
+            "empty queue: the next message is picked up at once"
+        );
+        plain.push(Arc::new(Message::new("t", b"1", "")));
+        assert!(gathers(&plain, 1));
+        assert!(!gathers(&plain, BATCH), "a full batch: no pause");
+        let limited = SubscribeOptions::parse(Some(r#"{"queue_limit":4}"#)).unwrap();
+        let limited = Subscription::new(2, ">", limited, Consumer::Pull);
+        limited.push(Arc::new(Message::new("t", b"1", "")));
+        assert!(
+            !gathers(&limited, 1),
+            "taken one at a time: a pause per message would hold its publishers up"
+        );
+    }
 
     #[test]
     fn gathering_pauses_for_the_gap_and_widens_it_up_to_its_limit() {

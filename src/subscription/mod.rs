@@ -278,12 +278,20 @@ impl Subscription {
         }
     }
 
-    /// Moves the oldest queued messages to `batch` (the dispatcher running it only): at most
-    /// one with a queue limit, so that what is taken out of the queue is what the callback
-    /// gets next; up to `max` otherwise. Returns how many.
+    /// The most messages `take` hands out at once when asked for `max`: one for a subscription
+    /// with a queue limit, so that what leaves its queue is what the callback gets next (the
+    /// limit counts waiting messages exactly).
+    pub fn batch_limit(&self, max: usize) -> usize {
+        match self.options.queue_limit {
+            0 => max,
+            _ => 1,
+        }
+    }
+
+    /// Moves the oldest queued messages to `batch` (the dispatcher running it only), at most
+    /// `batch_limit(max)`. Returns how many.
     pub fn take(&self, batch: &mut VecDeque<Arc<Message>>, max: usize) -> usize {
-        let max = if self.options.queue_limit > 0 { 1 } else { max };
-        let n = self.fifo.take(batch, max);
+        let n = self.fifo.take(batch, self.batch_limit(max));
         if n > 0 {
             self.queued.fetch_sub(n, SeqCst);
         }
