@@ -5,7 +5,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use jsonbus::router::Router;
 use jsonbus::topic::{self, Kind};
-use jsonbus::validate::check_payload;
+use jsonbus::validate::{check_payload, valid_by_blocks, valid_by_bytes};
 use jsonbus::{Bus, Options, OK};
 
 /// A 200-byte order message, as in the benchmarks against the Go seed and the C queue.
@@ -68,6 +68,21 @@ fn validation(c: &mut Criterion) {
     g.bench_function("64KiB array", |b| {
         b.iter(|| check_payload(black_box(&big), 1 << 24, 128))
     });
+    g.finish();
+    // The two validators on their own: where `check_payload` switches from one to the other.
+    let mut g = c.benchmark_group("paths");
+    for size in [200, 400, 512, 1024, 4096, 65536] {
+        let d = driver_payload(size);
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_function(format!("bytes {size}B"), |b| {
+            b.iter(|| valid_by_bytes(black_box(&d), 128))
+        });
+        if valid_by_blocks(&d, 128).is_some() {
+            g.bench_function(format!("blocks {size}B"), |b| {
+                b.iter(|| valid_by_blocks(black_box(&d), 128))
+            });
+        }
+    }
     g.finish();
     c.bench_function("topic check orders.eu.new", |b| {
         b.iter(|| topic::check(black_box("orders.eu.new"), Kind::Topic))

@@ -41,6 +41,14 @@ seeds.append(pub(4, 5, 200, [b"1", b"2"]))
 seeds.append(pub(8, 8, 64, [b"a.b" + FIELD + b'{"k":[1,2,3]}'] * 5))
 write("publish", seeds)
 
+# validate: max_depth byte, then the payload; long documents so that strings, escapes and
+# numbers straddle the 64-byte blocks
+item = b'{"id":7919,"ok":true,"v":"abc\\"d\\\\e\\u00e9f","n":-1.5e+3,"z":null}'
+long_docs = [b"[" + b",".join([item] * n) + b"]" for n in (1, 3, 10, 40)]
+long_docs += [b'"' + b"x" * n + b'\\"' + b"y" * n + b'"' for n in (30, 62, 63, 64, 65, 200)]
+long_docs += [b"[" * 70 + b"]" * 70, b"[" * 70 + b"]" * 69, b'{"a":' * 40 + b"1" + b"}" * 40]
+write("validate", [bytes([d]) + p for d in (128, 3) for p in payloads + long_docs])
+
 opts = [b"", b"{}", b" { } ", b"null", b"[]", b"[1]", b"{", b"1", b'"{}"',
         b'{"dispatcher_threads":0}', b'{"dispatcher_threads":256}', b'{"dispatcher_threads":257}',
         b'{"dispatcher_threads":-1}', b'{"dispatcher_threads":2}',

@@ -33,6 +33,7 @@ targets=(
     "patterns topics 2048"
     "sequence - 512"
     "hostile_peer - 2048"
+    "validate json 4096"
 )
 for spec in "${targets[@]}"; do
     read -r target dict max_len <<<"$spec"

@@ -1,14 +1,26 @@
 //! Payload validation on the publisher's thread: size, UTF-8, exactly one JSON value (RFC 8259)
-//! and nesting depth, in one pass over the bytes without building anything. When a payload is
-//! refused, serde_json parses it again to say what is wrong and where.
+//! and nesting depth, in one pass over the bytes without building anything: from `BLOCKS_FROM`
+//! bytes on by SIMD blocks (`blocks`) when the CPU has AVX2, else byte by byte (`scan`). A
+//! refusal is always confirmed by `scan`, and serde_json parses the payload again to say what
+//! is wrong and where.
 
 use crate::status::{Error, Status};
+use crate::sys::simd;
 use serde::de::IgnoredAny;
+
+mod blocks;
 
 /// Checks a payload: at most `max_bytes`, valid UTF-8, one JSON value with optional white space
 /// around it, nested at most `max_depth` levels.
 pub fn check_payload(json: &[u8], max_bytes: usize, max_depth: usize) -> Result<(), Error> {
     check_size(json, max_bytes)?;
+    if json.len() >= BLOCKS_FROM {
+        if let Some(classify) = simd::fast_classifier() {
+            if blocks::valid(json, max_depth, classify) {
+                return Ok(());
+            }
+        }
+    }
     let refusal = match scan(json, max_depth) {
         Ok(()) => return Ok(()),
         Err(r) => r,
@@ -50,6 +62,22 @@ pub fn check_payload(json: &[u8], max_bytes: usize, max_depth: usize) -> Result<
             ))
         }
     }
+}
+
+/// The size from which the SIMD blocks validate faster than the byte-wise scanner, which costs
+/// per token where `blocks` costs per 64 bytes (`cargo bench --bench core -- paths`, the driver's
+/// payload: 400 B about as fast either way, 512 B 1.2x faster by blocks, 1 KiB and more 1.3-1.5x).
+const BLOCKS_FROM: usize = 512;
+
+/// Whether `json` is one JSON value in UTF-8 nested at most `max_depth` deep, by the byte-wise
+/// scanner alone (`check_payload`'s verdict without the size limit), for benchmarks and fuzzing.
+pub fn valid_by_bytes(json: &[u8], max_depth: usize) -> bool {
+    scan(json, max_depth).is_ok()
+}
+
+/// The same verdict by SIMD blocks alone, at any size; `None` when the CPU has no AVX2.
+pub fn valid_by_blocks(json: &[u8], max_depth: usize) -> Option<bool> {
+    simd::fast_classifier().map(|classify| blocks::valid(json, max_depth, classify))
 }
 
 /// Checks only that a payload is at most `max_bytes` (before anything copies it).
