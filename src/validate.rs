@@ -65,9 +65,10 @@ pub fn check_payload(json: &[u8], max_bytes: usize, max_depth: usize) -> Result<
 }
 
 /// The size from which the SIMD blocks validate faster than the byte-wise scanner, which costs
-/// per token where `blocks` costs per 64 bytes (`cargo bench --bench core -- paths`, the driver's
-/// payload: 400 B about as fast either way, 512 B 1.2x faster by blocks, 1 KiB and more 1.3-1.5x).
-const BLOCKS_FROM: usize = 512;
+/// per token where `blocks` costs per 64 bytes. The driver's payload, best of 7 runs: 200 B
+/// 192 ns by bytes, 190 ns by blocks (2,070 against 2,320 instructions, so bytes); 256 B 389
+/// against 189 ns; 512 B 590 against 377 ns; `cargo bench --bench core -- paths` for more.
+const BLOCKS_FROM: usize = 256;
 
 /// Whether `json` is one JSON value in UTF-8 nested at most `max_depth` deep, by the byte-wise
 /// scanner alone (`check_payload`'s verdict without the size limit), for benchmarks and fuzzing.

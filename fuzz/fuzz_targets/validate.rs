@@ -4,7 +4,7 @@
 //! (any bytes, NULs included, any length up to -max_len).
 //!
 //! Oracle: `jsonbus::validate::valid_by_bytes` (the byte-wise scanner) and
-//! `valid_by_blocks` (the AVX2 blocks, at every size - `check_payload` uses them from 512
+//! `valid_by_blocks` (the AVX2 blocks, at every size - `check_payload` uses them from 256
 //! bytes on; skipped on a CPU without AVX2) both give the reference verdict of
 //! `payload_verdict`: `std::str::from_utf8` ok ∧ serde_json accepts exactly one value ∧
 //! depth ≤ `max_depth`.

@@ -24,6 +24,8 @@ pub struct Classes {
     pub colon: u64,
     /// `,`
     pub comma: u64,
+    /// `0` to `9`.
+    pub digit: u64,
     /// Below 0x20 (tab, line feed and carriage return included).
     pub control: u64,
     /// 0x80 and above.
@@ -61,6 +63,7 @@ pub fn classify_portable(block: &[u8; 64]) -> Classes {
         set(&mut c.close_array, b == b']');
         set(&mut c.colon, b == b':');
         set(&mut c.comma, b == b',');
+        set(&mut c.digit, b.is_ascii_digit());
         set(&mut c.control, b < 0x20);
         set(&mut c.high, b >= 0x80);
     }
@@ -95,6 +98,9 @@ mod avx2 {
             );
             // v <= 0x1f, unsigned: min(v, 0x1f) == v.
             let control = _mm256_cmpeq_epi8(_mm256_min_epu8(v, _mm256_set1_epi8(0x1f)), v);
+            // v - '0' <= 9, unsigned.
+            let d = _mm256_sub_epi8(v, _mm256_set1_epi8(b'0' as i8));
+            let digit = _mm256_cmpeq_epi8(_mm256_min_epu8(d, _mm256_set1_epi8(9)), d);
             let bits = |m: __m256i| _mm256_movemask_epi8(m) as u32 as u64;
             [
                 bits(eq(b'"')),
@@ -106,6 +112,7 @@ mod avx2 {
                 bits(eq(b']')),
                 bits(eq(b':')),
                 bits(eq(b',')),
+                bits(digit),
                 bits(control),
                 bits(v),
             ]
@@ -122,8 +129,9 @@ mod avx2 {
             close_array: join(6),
             colon: join(7),
             comma: join(8),
-            control: join(9),
-            high: join(10),
+            digit: join(9),
+            control: join(10),
+            high: join(11),
         }
     }
 }
@@ -148,6 +156,7 @@ mod tests {
             assert_eq!(at(c.close_array), b == b']', "{b:#x}");
             assert_eq!(at(c.colon), b == b':', "{b:#x}");
             assert_eq!(at(c.comma), b == b',', "{b:#x}");
+            assert_eq!(at(c.digit), b.is_ascii_digit(), "{b:#x}");
             assert_eq!(at(c.control), b < 0x20, "{b:#x}");
             assert_eq!(at(c.high), b >= 0x80, "{b:#x}");
         }

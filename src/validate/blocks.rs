@@ -34,6 +34,11 @@ struct Tokens {
     string: u64,
     /// First bytes of numbers and literals (and of anything else that is not a token).
     scalar: u64,
+    /// Every byte of numbers and literals (and of anything else outside strings that is not
+    /// white space, punctuation or a quote).
+    scalar_bytes: u64,
+    /// `0` to `9`, anywhere.
+    digit: u64,
     /// Bytes after an escaping backslash, inside strings: each must be a valid escape.
     escaped: u64,
     /// Control characters inside strings.
@@ -98,6 +103,8 @@ fn tokens(c: &Classes, carry: &mut Strings) -> Tokens {
         comma: c.comma & outside,
         string: quote & in_string,
         scalar: start,
+        scalar_bytes: scalar,
+        digit: c.digit,
         escaped: escaped & in_string,
         error: c.control & in_string,
         high: c.high,
@@ -223,12 +230,21 @@ fn escapes_are_valid(text: &[u8], base: usize, mut escaped: u64) -> bool {
     true
 }
 
-/// Whether each number or literal flagged in `starts` (offsets from `base`) is one, and ends
-/// where its bytes end.
-fn scalars_are_valid(text: &[u8], base: usize, mut starts: u64) -> bool {
+/// Whether each number or literal that starts in the block at `base` is one, and ends where its
+/// bytes end. One that ends in the block and is all digits (an integer with no leading zero)
+/// needs no more than its masks.
+fn scalars_are_valid(text: &[u8], base: usize, block: &[u8; 64], t: &Tokens) -> bool {
+    let mut starts = t.scalar;
     while starts != 0 {
-        let i = base + starts.trailing_zeros() as usize;
+        let bit = starts & starts.wrapping_neg();
         starts &= starts - 1;
+        let k = bit.trailing_zeros() as usize;
+        // Its bytes: adding its first bit carries through them.
+        let run = (t.scalar_bytes.wrapping_add(bit) ^ t.scalar_bytes) & t.scalar_bytes;
+        if run >> 63 == 0 && run & !t.digit == 0 && (run == bit || block[k & 63] != b'0') {
+            continue;
+        }
+        let i = base + k;
         let end = match at(text, i) {
             b't' => word(text, i, *b"true"),
             b'f' => word(text, i + 1, *b"alse"),
@@ -280,7 +296,7 @@ pub(super) fn valid(text: &[u8], max_depth: usize, classify: Classify) -> bool {
         if t.error != 0
             || !grammar.check(&t, max_depth)
             || (t.escaped != 0 && !escapes_are_valid(text, base, t.escaped))
-            || !scalars_are_valid(text, base, t.scalar)
+            || !scalars_are_valid(text, base, block, &t)
         {
             return false;
         }
