@@ -1,8 +1,8 @@
 //! The validator's fast path: the text in 64-byte blocks classified by SIMD (`sys::simd`),
-//! strings and escapes found by bit arithmetic on the blocks' masks, then the grammar checked
-//! at the structural positions only (punctuation, the opening quote of each string, the first
-//! byte of each number or literal). It only says yes or no: `check_payload` asks the byte-wise
-//! scanner to confirm every no, and to say why.
+//! strings and escapes found by bit arithmetic on the blocks' masks, then the grammar: brackets
+//! one at a time (the nesting stack), every other rule by masks (which kinds of token may follow
+//! which), numbers and literals where they start. It only says yes or no: `check_payload` asks
+//! the byte-wise scanner to confirm every no, and to say why.
 
 use super::{at, number, word, Nesting};
 use crate::sys::simd::{Classes, Classify};
@@ -333,21 +333,11 @@ mod tests {
 
     #[test]
     fn escapes_are_found_across_blocks_like_a_byte_walk() {
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut r = Rng(0x2545_F491_4F6C_DD1D);
         for round in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
             // Dense backslashes, and long runs of them, across three blocks.
             let density = [2u64, 3, 8][round % 3];
-            let mut bits = Vec::new();
-            let mut y = x;
-            for _ in 0..192 {
-                y ^= y << 13;
-                y ^= y >> 7;
-                y ^= y << 17;
-                bits.push(y % density != 0);
-            }
+            let bits: Vec<bool> = (0..192).map(|_| r.below(density) != 0).collect();
             let want = escaped_by_hand(&bits);
             let mut carry = 0;
             for block in 0..3 {
@@ -608,17 +598,11 @@ mod tests {
             "\u{0}",
             "\u{7f}",
         ];
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
         for round in 0..300_000 {
-            let n = 1 + next() % [12, 40, 120][round % 3];
+            let n = 1 + r.below([12, 40, 120][round % 3]);
             let doc: String = (0..n)
-                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .map(|_| PIECES[r.below(PIECES.len() as u64) as usize])
                 .collect();
             agree(doc.as_bytes(), usize::MAX);
         }
