@@ -128,8 +128,9 @@ fn walk<'a, T>(node: &'a Node<T>, tokens: Option<&str>, visit: &mut impl FnMut(&
         return;
     };
     node.rest.iter().for_each(|(_, v)| visit(v));
-    let (first, rest) = match tokens.split_once('.') {
-        Some((first, rest)) => (first, Some(rest)),
+    // A byte loop: topics' tokens are short, and `split_once` goes through memchr's setup.
+    let (first, rest) = match tokens.bytes().position(|b| b == b'.') {
+        Some(dot) => (&tokens[..dot], Some(&tokens[dot + 1..])),
         None => (tokens, None),
     };
     if let Some(child) = node.children.get(first) {
