@@ -101,6 +101,7 @@ enum Refusal {
 
 /// The kinds of the enclosing containers (1 = object), one bit per level, the first 64 in a
 /// register: what a closing bracket returns to.
+#[derive(Default)]
 struct Nesting {
     depth: usize,
     low: u64,
@@ -152,11 +153,7 @@ fn at(b: &[u8], i: usize) -> u8 {
 /// a UTF-8 error from a syntax error when it refuses.
 fn scan(b: &[u8], max_depth: usize) -> Result<(), Refusal> {
     let syntax = |at: usize| Refusal::Syntax(at.min(b.len()));
-    let mut nest = Nesting {
-        depth: 0,
-        low: 0,
-        high: Vec::new(),
-    };
+    let mut nest = Nesting::default();
     // Whether the innermost open container is an object (meaningless at depth 0).
     let mut object = false;
     let mut i = ws(b, 0);
@@ -183,10 +180,7 @@ fn scan(b: &[u8], max_depth: usize) -> Result<(), Refusal> {
                     continue;
                 }
             }
-            b't' => word(b, i, *b"true"),
-            b'f' => word(b, i + 1, *b"alse"),
-            b'n' => word(b, i, *b"null"),
-            _ => number(b, i),
+            _ => scalar(b, i),
         };
         i = end.ok_or_else(|| syntax(i))?;
         // After a value: close what the input closes, then a comma or the end.
@@ -253,13 +247,7 @@ fn string(b: &[u8], mut i: usize) -> Option<usize> {
         }
         match at(b, i) {
             b'"' => return Some(i + 1),
-            b'\\' => {
-                i += match at(b, i + 1) {
-                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
-                    b'u' if b.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => 6,
-                    _ => return None,
-                };
-            }
+            b'\\' => i += 1 + escape(b, i + 1)?,
             c if c < 0x20 => return None,
             c if c < 0x80 => i += 1,
             c => {
@@ -286,6 +274,28 @@ fn special(w: u64) -> u64 {
     let slash = has_zero(w ^ (ONES * b'\\' as u64));
     let control = w.wrapping_sub(ONES * 0x20) & !w;
     (quote | slash | control | w) & (ONES * 0x80)
+}
+
+/// The escape whose letter (after the backslash) is at `i`: how many bytes it takes from there
+/// (`\u` and four hex digits: 5), or `None` if JSON has no such escape.
+#[inline(always)]
+fn escape(b: &[u8], i: usize) -> Option<usize> {
+    match at(b, i) {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(1),
+        b'u' if b.get(i + 1..i + 5)?.iter().all(u8::is_ascii_hexdigit) => Some(5),
+        _ => None,
+    }
+}
+
+/// A number or literal starting at `i`; returns the offset after it.
+#[inline(always)]
+fn scalar(b: &[u8], i: usize) -> Option<usize> {
+    match at(b, i) {
+        b't' => word(b, i, *b"true"),
+        b'f' => word(b, i + 1, *b"alse"),
+        b'n' => word(b, i, *b"null"),
+        _ => number(b, i),
+    }
 }
 
 /// Digits from `i` on; returns where they end.

@@ -1,7 +1,8 @@
-//! SIMD byte classification for the validator: the bytes of a 64-byte block of JSON text that
-//! are quotes, backslashes, white space, structural punctuation, control characters or
-//! non-ASCII, as one bit per byte (each punctuation mark on its own). AVX2 when the CPU has it (detected at run time); a portable
-//! byte loop otherwise, which is also the reference the AVX2 version is tested against.
+//! SIMD byte classification for the validator: which bytes of a 64-byte block of JSON text are
+//! quotes, backslashes, white space, each punctuation mark, digits, control characters or
+//! non-ASCII, as one bit per byte. AVX2 when the CPU has it (detected at run time); without it
+//! the validator keeps its byte-wise scanner. The portable byte loop here is the reference the
+//! AVX2 version is tested against.
 
 /// The byte classes of one 64-byte block: bit `i` of each mask stands for byte `i`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

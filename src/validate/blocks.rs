@@ -4,7 +4,7 @@
 //! which), numbers and literals where they start. It only says yes or no: `check_payload` asks
 //! the byte-wise scanner to confirm every no, and to say why.
 
-use super::{at, number, word, Nesting};
+use super::{at, escape, scalar, Nesting};
 use crate::sys::simd::{Classes, Classify};
 
 /// Odd bit positions: the parity that tells an escaping backslash from an escaped one.
@@ -218,13 +218,8 @@ fn escapes_are_valid(text: &[u8], base: usize, mut escaped: u64) -> bool {
     while escaped != 0 {
         let i = base + escaped.trailing_zeros() as usize;
         escaped &= escaped - 1;
-        match at(text, i) {
-            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-            b'u' => match text.get(i + 1..i + 5) {
-                Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => {}
-                _ => return false,
-            },
-            _ => return false,
+        if escape(text, i).is_none() {
+            return false;
         }
     }
     true
@@ -244,14 +239,7 @@ fn scalars_are_valid(text: &[u8], base: usize, block: &[u8; 64], t: &Tokens) -> 
         if run >> 63 == 0 && run & !t.digit == 0 && (run == bit || block[k & 63] != b'0') {
             continue;
         }
-        let i = base + k;
-        let end = match at(text, i) {
-            b't' => word(text, i, *b"true"),
-            b'f' => word(text, i + 1, *b"alse"),
-            b'n' => word(text, i, *b"null"),
-            _ => number(text, i),
-        };
-        if !matches!(end, Some(e) if e == text.len() || delimits(at(text, e))) {
+        if !matches!(scalar(text, base + k), Some(e) if e == text.len() || delimits(at(text, e))) {
             return false;
         }
     }
@@ -271,11 +259,7 @@ pub(super) fn valid(text: &[u8], max_depth: usize, classify: Classify) -> bool {
         comma_in_array: 0,
         key: 0,
         value: 0,
-        nest: Nesting {
-            depth: 0,
-            low: 0,
-            high: Vec::new(),
-        },
+        nest: Nesting::default(),
         object: false,
         complete: false,
     };
